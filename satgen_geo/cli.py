@@ -1,0 +1,134 @@
+"""The ``satgen`` command line. Each command parses, calls one core function, maps errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from satgen_geo.errors import SatgenError
+from satgen_geo.osm.roads import RoadConfig
+from satgen_geo.progress import ProgressFn
+
+log = logging.getLogger("satgen_geo")
+
+
+def _bbox(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not four numbers; use --bbox W,S,E,N, e.g. 26.93,60.52,26.97,60.54")
+
+
+@contextmanager
+def _progress_reporter(mode: str) -> Iterator[ProgressFn | None]:
+    """Adapt ``progress(done, total, stage)`` to tqdm bars, JSON lines on stdout, or nothing."""
+    if mode == "none":
+        yield None
+    elif mode == "json":
+        def emit(done: int, total: int, stage: str) -> None:
+            click.echo(json.dumps({"stage": stage, "done": done, "total": total}), nl=True)
+            sys.stdout.flush()
+        yield emit
+    else:
+        from tqdm import tqdm
+
+        bars: dict[str, Any] = {}
+
+        def update(done: int, total: int, stage: str) -> None:
+            bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, unit="blk", leave=True))
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            yield update
+        finally:
+            for bar in bars.values():
+                bar.close()
+
+
+def _run(job: Callable[[], Any]) -> Any:
+    """Run a core call; a SatgenError becomes a one-line message and exit status 1."""
+    try:
+        return job()
+    except SatgenError as err:
+        click.echo(f"Error: {err}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; no output was written", err=True)
+        sys.exit(130)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="satgen-geo")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """satgen: OpenStreetMap roads and buildings → georeferenced synthetic aerial imagery."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+
+
+def _source_options(func: Callable) -> Callable:
+    options = [
+        click.option("--bbox", callback=_bbox, metavar="W,S,E,N", help="Area in EPSG:4326 degrees: west,south,east,north."),
+        click.option("--aoi", type=click.Path(dir_okay=False), help="Polygon file (GeoJSON/GeoPackage/…, any CRS) of the area."),
+        click.option("--osm", type=click.Path(dir_okay=False), help="Local OSM extract (.osm/.osm.bz2/.osm.pbf) or vector file; offline."),
+        click.option("--roads", type=click.Path(dir_okay=False), help="Vector file of road lines (any CRS)."),
+        click.option("--buildings", type=click.Path(dir_okay=False), help="Vector file of building polygons (any CRS)."),
+        click.option("--gsd", type=float, default=1.0, show_default=True, help="Pixel size in metres."),
+        click.option("--crs", default="auto", show_default=True, help="Output CRS: auto (UTM zone) or a metric CRS like EPSG:3067."),
+        click.option("--include-highway", multiple=True, metavar="CLASS", help="Also draw this highway class (e.g. footway). Repeatable."),
+        click.option("--exclude-highway", multiple=True, metavar="CLASS", help="Do not draw this highway class. Repeatable."),
+        click.option("--overpass-url", default=None, help="Overpass API base URL (default overpass-api.de)."),
+        click.option("--max-area-km2", type=float, default=None, help="Largest area to download from Overpass [50]."),
+        click.option("--progress", "progress_mode", type=click.Choice(["bar", "json", "none"]), default="bar", show_default=True, help="Progress display; json prints one JSON object per line on stdout."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _mask_inputs(kw: dict[str, Any]) -> tuple[Any, Any]:
+    """Build ``(MaskSource, MaskConfig)`` from the shared source options."""
+    from dataclasses import replace
+
+    from satgen_geo.mask import MaskConfig, MaskSource
+    from satgen_geo.osm.fetch import OverpassConfig
+
+    overpass = OverpassConfig()
+    if kw["overpass_url"]:
+        overpass = replace(overpass, url=kw["overpass_url"])
+    if kw["max_area_km2"] is not None:
+        overpass = replace(overpass, max_area_km2=kw["max_area_km2"])
+    classes = (RoadConfig().classes | set(kw["include_highway"])) - set(kw["exclude_highway"])
+    source = MaskSource(kw["bbox"], kw["aoi"], kw["osm"], kw["roads"], kw["buildings"], overpass)
+    return source, MaskConfig(gsd_m=kw["gsd"], crs=kw["crs"], roads=RoadConfig(classes=frozenset(classes)))
+
+
+@main.command()
+@_source_options
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Mask GeoTIFF to write.")
+def mask(output: str, **kw: Any) -> None:
+    """Rasterize OSM roads and buildings into a two-band mask GeoTIFF (1=roads, 2=buildings)."""
+    from satgen_geo.mask import build_mask
+
+    source, config = _mask_inputs(kw)
+    with _progress_reporter(kw["progress_mode"]) as progress:
+        result = _run(lambda: build_mask(output, source, config, progress=progress))
+    click.echo(
+        f"wrote {result.path} ({result.grid.width}×{result.grid.height} px, {result.grid.gsd_m:g} m/px, "
+        f"{result.grid.crs.to_string()}; {result.n_roads} roads, {result.n_buildings} buildings)",
+        err=kw["progress_mode"] == "json",
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
