@@ -1,0 +1,243 @@
+"""The Pix2Pix U-Net generator, state-dict compatible with the SatGen-CV research model.
+
+Layer names and hyperparameters follow the original SatGen-CV ``Generator``
+(``src/models/generator.py`` in github.com/Guereak/SatGen-CV, InstanceNorm revision), so
+its ``generator_state_dict`` loads with ``strict=True``:
+
+* every convolution is 4x4, stride 2, padding 1, zero padding, **with** bias;
+* ``InstanceNorm2d`` uses the PyTorch defaults (``affine=False``,
+  ``track_running_stats=False``), so the norms contribute no state-dict keys;
+* ``initial_down``, ``bottleneck`` and ``final`` are ``nn.Sequential`` (keys
+  ``initial_down.0.weight`` ...), the 13 blocks hold ``conv`` and ``bn`` submodules.
+
+The bottleneck has no norm: for a 256 px tile its output is 1x1, where instance
+normalisation is degenerate (it maps every channel to zero).
+
+Inference-time dropout
+----------------------
+Pix2Pix keeps the decoder dropout (``up1``..``up3``, p=0.5) active at test time as its
+only source of output diversity. :meth:`UNetGenerator.set_mc_dropout` switches the
+model to "everything eval, Dropout train". Two ways to make those draws reproducible:
+
+* pass ``seeds`` to :meth:`UNetGenerator.forward`, one integer per sample: each sample
+  draws its dropout masks from its own ``torch.Generator`` seeded with that integer, so
+  a window's output depends only on its input and its seed, not on the batch it was
+  placed in nor on the global RNG (recommended for tiled inference);
+* or leave ``seeds`` out and call ``torch.manual_seed`` before each batch; then draws
+  come from the global RNG and depend on the batch composition.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TILE_MULTIPLE", "UNetGenerator"]
+
+#: Input height and width must be multiples of this (8 stride-2 downsamplings).
+TILE_MULTIPLE = 256
+
+_DROPOUT_P = 0.5
+
+
+class SeededDropout(nn.Dropout):
+    """``nn.Dropout`` that can draw its mask from per-sample ``torch.Generator`` objects.
+
+    Without generators it behaves exactly like ``nn.Dropout``. With a list of generators
+    (one per sample) each sample's Bernoulli mask comes from its own generator.
+    """
+
+    def forward(self, x: Tensor, generators: Sequence[torch.Generator] | None = None) -> Tensor:  # type: ignore[override]
+        """Apply dropout.
+
+        Parameters
+        ----------
+        x
+            Input of shape ``(N, ...)``.
+        generators
+            ``None`` for the global RNG, else ``N`` generators on ``x.device``.
+
+        Returns
+        -------
+        Tensor
+            ``x`` with dropout applied when in training mode, else ``x``.
+        """
+        if generators is None or not self.training or self.p == 0.0:
+            return F.dropout(x, self.p, self.training, self.inplace)
+        keep = 1.0 - self.p
+        masks = [
+            torch.empty(x.shape[1:], dtype=x.dtype, device=x.device).bernoulli_(keep, generator=g) for g in generators
+        ]
+        return x * torch.stack(masks) / keep
+
+
+class _DownBlock(nn.Module):
+    """Conv 4x4/2 -> InstanceNorm -> LeakyReLU(0.2)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1)
+        self.bn = nn.InstanceNorm2d(out_channels)
+        self.act = nn.LeakyReLU(0.2, inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Downsample ``x`` by 2."""
+        return self.act(self.bn(self.conv(x)))
+
+
+class _UpBlock(nn.Module):
+    """ConvTranspose 4x4/2 -> InstanceNorm -> ReLU [-> Dropout(0.5)]."""
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: bool) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1)
+        self.bn = nn.InstanceNorm2d(out_channels)
+        self.act = nn.ReLU(inplace=True)
+        self.dropout = SeededDropout(_DROPOUT_P) if dropout else None
+
+    def forward(self, x: Tensor, generators: Sequence[torch.Generator] | None = None) -> Tensor:
+        """Upsample ``x`` by 2."""
+        x = self.act(self.bn(self.conv(x)))
+        if self.dropout is not None:
+            x = self.dropout(x, generators)
+        return x
+
+
+class UNetGenerator(nn.Module):
+    """Pix2Pix U-Net generator (8 down, 8 up, skip connections), SatGen-CV layout.
+
+    Parameters
+    ----------
+    in_channels
+        Mask channels (2: roads and buildings).
+    out_channels
+        Image channels (3: RGB).
+    features
+        Base width ``f``; the encoder goes f, 2f, 4f, 8f, 8f, 8f, 8f, 8f.
+
+    Notes
+    -----
+    Input is expected in ``[-1, 1]`` with height and width multiples of
+    :data:`TILE_MULTIPLE`; output is in ``[-1, 1]`` (tanh). At ``features=64`` with 2 in
+    and 3 out channels the model has 54,408,579 parameters.
+    """
+
+    def __init__(self, in_channels: int = 2, out_channels: int = 3, features: int = 64) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("features", features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"UNetGenerator {name} must be a positive integer, got {value!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.features = features
+        self._mc_dropout = False
+        f = features
+
+        self.initial_down = nn.Sequential(
+            nn.Conv2d(in_channels, f, kernel_size=4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)
+        )
+        self.down1 = _DownBlock(f, f * 2)
+        self.down2 = _DownBlock(f * 2, f * 4)
+        self.down3 = _DownBlock(f * 4, f * 8)
+        self.down4 = _DownBlock(f * 8, f * 8)
+        self.down5 = _DownBlock(f * 8, f * 8)
+        self.down6 = _DownBlock(f * 8, f * 8)
+        # No norm here: at 256 px input the bottleneck is 1x1 and InstanceNorm would zero it.
+        self.bottleneck = nn.Sequential(
+            nn.Conv2d(f * 8, f * 8, kernel_size=4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)
+        )
+        self.up1 = _UpBlock(f * 8, f * 8, dropout=True)
+        self.up2 = _UpBlock(f * 16, f * 8, dropout=True)
+        self.up3 = _UpBlock(f * 16, f * 8, dropout=True)
+        self.up4 = _UpBlock(f * 16, f * 8, dropout=False)
+        self.up5 = _UpBlock(f * 16, f * 4, dropout=False)
+        self.up6 = _UpBlock(f * 8, f * 2, dropout=False)
+        self.up7 = _UpBlock(f * 4, f, dropout=False)
+        self.final = nn.Sequential(
+            nn.ConvTranspose2d(f * 2, out_channels, kernel_size=4, stride=2, padding=1), nn.Tanh()
+        )
+
+    @property
+    def mc_dropout(self) -> bool:
+        """Whether inference-time dropout is on (see :meth:`set_mc_dropout`)."""
+        return self._mc_dropout
+
+    def set_mc_dropout(self, enabled: bool) -> UNetGenerator:
+        """Put the model in inference mode, with or without active dropout.
+
+        Parameters
+        ----------
+        enabled
+            ``True``: every module in eval mode except the Dropout modules, which stay in
+            training mode (Pix2Pix test-time behaviour). ``False``: plain ``eval()``.
+
+        Returns
+        -------
+        UNetGenerator
+            ``self``. The setting survives later ``eval()`` calls; ``train()`` clears it.
+        """
+        self._mc_dropout = bool(enabled)
+        return self.eval()
+
+    def train(self, mode: bool = True) -> UNetGenerator:
+        """Set training mode; in eval mode keep Dropout active if MC dropout is enabled."""
+        if mode:
+            self._mc_dropout = False
+        super().train(mode)
+        if not mode and self._mc_dropout:
+            for module in self.modules():
+                if isinstance(module, nn.Dropout):
+                    module.train(True)
+        return self
+
+    def forward(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
+        """Translate masks to images.
+
+        Parameters
+        ----------
+        x
+            Masks, shape ``(N, in_channels, H, W)``, values in ``[-1, 1]``, ``H`` and ``W``
+            multiples of 256.
+        seeds
+            Optional, one integer per sample: seeds that sample's dropout masks (only
+            matters while dropout is active). ``None`` uses the global RNG.
+
+        Returns
+        -------
+        Tensor
+            Images, shape ``(N, out_channels, H, W)``, values in ``[-1, 1]``.
+        """
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"generator expects input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        height, width = x.shape[-2:]
+        if height % TILE_MULTIPLE or width % TILE_MULTIPLE or height == 0 or width == 0:
+            raise ValueError(
+                f"generator input height and width must be multiples of {TILE_MULTIPLE}, got {height}x{width}"
+            )
+        generators = None
+        if seeds is not None:
+            if len(seeds) != x.shape[0]:
+                raise ValueError(f"got {len(seeds)} dropout seeds for a batch of {x.shape[0]}; pass one per sample")
+            generators = [torch.Generator(device=x.device).manual_seed(int(s)) for s in seeds]
+
+        d1 = self.initial_down(x)
+        d2 = self.down1(d1)
+        d3 = self.down2(d2)
+        d4 = self.down3(d3)
+        d5 = self.down4(d4)
+        d6 = self.down5(d5)
+        d7 = self.down6(d6)
+        u = self.up1(self.bottleneck(d7), generators)
+        u = self.up2(torch.cat((u, d7), dim=1), generators)
+        u = self.up3(torch.cat((u, d6), dim=1), generators)
+        u = self.up4(torch.cat((u, d5), dim=1))
+        u = self.up5(torch.cat((u, d4), dim=1))
+        u = self.up6(torch.cat((u, d3), dim=1))
+        u = self.up7(torch.cat((u, d2), dim=1))
+        return self.final(torch.cat((u, d1), dim=1))
