@@ -44,7 +44,7 @@ def _progress_reporter(mode: str) -> Iterator[ProgressFn | None]:
         bars: dict[str, Any] = {}
 
         def update(done: int, total: int, stage: str) -> None:
-            bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, unit="blk", leave=True))
+            bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, leave=True))
             bar.total = total
             bar.update(done - bar.n)
 
@@ -76,6 +76,13 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
 
 
+def _progress_option(func: Callable) -> Callable:
+    return click.option(
+        "--progress", "progress_mode", type=click.Choice(["bar", "json", "none"]), default="bar", show_default=True,
+        help="Progress display; json prints one JSON object per line on stdout.",
+    )(func)
+
+
 def _source_options(func: Callable) -> Callable:
     options = [
         click.option("--bbox", callback=_bbox, metavar="W,S,E,N", help="Area in EPSG:4326 degrees: west,south,east,north."),
@@ -89,11 +96,10 @@ def _source_options(func: Callable) -> Callable:
         click.option("--exclude-highway", multiple=True, metavar="CLASS", help="Do not draw this highway class. Repeatable."),
         click.option("--overpass-url", default=None, help="Overpass API base URL (default overpass-api.de)."),
         click.option("--max-area-km2", type=float, default=None, help="Largest area to download from Overpass [50]."),
-        click.option("--progress", "progress_mode", type=click.Choice(["bar", "json", "none"]), default="bar", show_default=True, help="Progress display; json prints one JSON object per line on stdout."),
     ]
     for option in reversed(options):
         func = option(func)
-    return func
+    return _progress_option(func)
 
 
 def _mask_inputs(kw: dict[str, Any]) -> tuple[Any, Any]:
@@ -123,11 +129,91 @@ def mask(output: str, **kw: Any) -> None:
     source, config = _mask_inputs(kw)
     with _progress_reporter(kw["progress_mode"]) as progress:
         result = _run(lambda: build_mask(output, source, config, progress=progress))
-    click.echo(
-        f"wrote {result.path} ({result.grid.width}×{result.grid.height} px, {result.grid.gsd_m:g} m/px, "
-        f"{result.grid.crs.to_string()}; {result.n_roads} roads, {result.n_buildings} buildings)",
-        err=kw["progress_mode"] == "json",
+    _done(f"wrote {result.path} ({result.grid.width}×{result.grid.height} px, {result.grid.gsd_m:g} m/px, "
+          f"{result.grid.crs.to_string()}; {result.n_roads} roads, {result.n_buildings} buildings)", kw["progress_mode"])
+
+
+def _render_options(func: Callable) -> Callable:
+    options = [
+        click.option("--checkpoint", type=click.Path(dir_okay=False), help="Generator checkpoint (.pth or .safetensors); default: the shipped model."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed; the same seed gives bit-identical output."),
+        click.option("--deterministic", is_flag=True, help="No input noise or dropout: output depends on the mask only."),
+        click.option("--overlap", type=int, default=None, help="Window overlap in pixels [model's, 128]."),
+        click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per network call."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True, help="Autocast dtype on CUDA (ignored on CPU)."),
+        click.option("--cog", is_flag=True, help="Write a Cloud Optimized GeoTIFF."),
+        click.option("--no-overviews", is_flag=True, help="Skip internal overviews."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _render_inputs(kw: dict[str, Any]) -> tuple[Any, Any]:
+    """Load the model and build the RenderConfig from the shared render options."""
+    from satgen_geo.engine import RenderConfig
+    from satgen_geo.model.loaded import load_model
+
+    model = _run(lambda: load_model(kw["checkpoint"], kw["device"]))
+    config = RenderConfig(
+        seed=kw["seed"], deterministic=kw["deterministic"], overlap_px=kw["overlap"], batch_size=kw["batch_size"],
+        device=kw["device"], precision=kw["precision"], overviews=not kw["no_overviews"], cog=kw["cog"],
     )
+    return model, config
+
+
+@main.command()
+@click.argument("mask_path", metavar="MASK.tif", type=click.Path(dir_okay=False))
+@_render_options
+@_progress_option
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="RGB GeoTIFF to write.")
+def render(mask_path: str, output: str, **kw: Any) -> None:
+    """Render a two-band mask GeoTIFF into a georeferenced synthetic RGB GeoTIFF."""
+    from satgen_geo.engine import render as render_mask
+
+    model, config = _render_inputs(kw)
+    with _progress_reporter(kw["progress_mode"]) as progress:
+        result = _run(lambda: render_mask(mask_path, output, model, config, progress=progress))
+    _done(f"wrote {result.path} ({result.grid.width}×{result.grid.height} px, {result.windows} windows "
+          f"in {result.seconds:.1f} s on {result.device})", kw["progress_mode"])
+
+
+@main.command()
+@_source_options
+@_render_options
+@click.option("--mask-out", type=click.Path(dir_okay=False), help="Also keep the mask GeoTIFF here.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="RGB GeoTIFF to write.")
+def generate(output: str, mask_out: str | None, **kw: Any) -> None:
+    """Area → OSM mask → synthetic RGB GeoTIFF in one go."""
+    from satgen_geo.pipeline import generate as run_generate
+
+    source, mask_config = _mask_inputs(kw)
+    model, render_config = _render_inputs(kw)
+    with _progress_reporter(kw["progress_mode"]) as progress:
+        result = _run(lambda: run_generate(output, source, model, mask_config, render_config, mask_out, progress))
+    grid = result.image.grid
+    _done(f"wrote {result.image.path} ({grid.width}×{grid.height} px, {grid.gsd_m:g} m/px, {grid.crs.to_string()}; "
+          f"{result.mask.n_roads} roads, {result.mask.n_buildings} buildings)", kw["progress_mode"])
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False), required=False)
+def info(checkpoint: str | None) -> None:
+    """Print a checkpoint's spec and parameter count (default: the shipped model)."""
+    from satgen_geo.model.checkpoint import describe_checkpoint
+    from satgen_geo.model.loaded import DEFAULT_CHECKPOINT
+
+    details = _run(lambda: describe_checkpoint(checkpoint or DEFAULT_CHECKPOINT))
+    width = max(map(len, details))
+    for key, value in details.items():
+        text = json.dumps(value) if isinstance(value, (dict, list)) else value
+        click.echo(f"{key:<{width}}  {text}")
+
+
+def _done(message: str, progress_mode: str) -> None:
+    """Final summary line: stdout normally, stderr when stdout carries JSON progress."""
+    click.echo(message, err=progress_mode == "json")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,35 +1,26 @@
-"""The one GeoTIFF writer: profiles, provenance tags and atomic (temp-then-rename) output."""
+"""The one GeoTIFF writer: profiles, provenance tags, atomic output, overviews and COG."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import rasterio
+import rasterio.shutil
+from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 
 from satgen_geo import __version__
+from satgen_geo._atomic import atomic_path
 from satgen_geo.errors import InputFileError, OutputError
 from satgen_geo.grid import Grid
 
 OSM_ATTRIBUTION = "© OpenStreetMap contributors (ODbL 1.0, https://www.openstreetmap.org/copyright)"
 BLOCK_PX = 256
-
-
-def check_writable(path: str | Path) -> Path:
-    """Fail early, before any heavy work, if ``path`` cannot be written."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise OutputError(f"output {path} is a directory; give a file name such as {path / 'out.tif'}")
-    if not parent.is_dir():
-        raise OutputError(f"output folder {parent} does not exist; create it or choose another -o path")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise OutputError(f"cannot write {path}: permission denied; choose another -o path")
-    return path
+#: GDAL block cache while writing: bounds memory for rasters of any size.
+_GDAL_CACHE_BYTES = 256 * 1024 * 1024
+_OVERVIEW_MIN_PX = 256
 
 
 def profile(grid: Grid, count: int, **extra: object) -> dict:
@@ -55,26 +46,43 @@ def profile(grid: Grid, count: int, **extra: object) -> dict:
 
 @contextmanager
 def open_for_writing(
-    path: str | Path, profile: Mapping, descriptions: tuple[str, ...], tags: Mapping[str, object]
+    path: str | Path,
+    profile: Mapping,
+    descriptions: tuple[str, ...],
+    tags: Mapping[str, object],
+    cog: bool = False,
 ) -> Iterator[rasterio.io.DatasetWriter]:
-    """Open a temp file next to ``path`` for writing; rename it to ``path`` only on success.
+    """Open a GeoTIFF for writing under a temporary name; it appears at ``path`` only on success.
 
-    On any exception (including cancellation) the temp file is removed and ``path`` is
-    left untouched, so a half-written output never exists under the final name.
+    With ``cog=True`` the finished file is rewritten as a Cloud Optimized GeoTIFF.
     """
-    path = check_writable(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp, "w", **profile) as dst:
-            for band, text in enumerate(descriptions, start=1):
-                dst.set_band_description(band, text)
-            dst.update_tags(SOFTWARE=f"satgen-geo {__version__}", **{k: str(v) for k, v in tags.items()})
-            yield dst
-        os.replace(tmp, path)
-    except RasterioIOError as err:
-        raise OutputError(f"cannot write {path}: {err}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        work = tmp.with_name(tmp.name + ".work.tif") if cog else tmp
+        try:
+            with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=_GDAL_CACHE_BYTES):
+                with rasterio.open(work, "w", **profile) as dst:
+                    for band, text in enumerate(descriptions, start=1):
+                        dst.set_band_description(band, text)
+                    dst.update_tags(SOFTWARE=f"satgen-geo {__version__}", **{k: str(v) for k, v in tags.items()})
+                    yield dst
+                if cog:
+                    rasterio.shutil.copy(work, tmp, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES", BIGTIFF="IF_SAFER")
+        except RasterioIOError as err:
+            raise OutputError(f"cannot write {path}: {str(err).splitlines()[0]}") from None
+        finally:
+            if cog:
+                work.unlink(missing_ok=True)
+
+
+def build_overviews(dst: rasterio.io.DatasetWriter) -> None:
+    """Add internal overviews (2×, 4×, … down to about 256 px) to a dataset being written."""
+    factors = []
+    factor = 2
+    while max(dst.width, dst.height) // factor >= _OVERVIEW_MIN_PX:
+        factors.append(factor)
+        factor *= 2
+    if factors:
+        dst.build_overviews(factors, Resampling.average)
 
 
 def open_raster(path: str | Path) -> rasterio.io.DatasetReader:

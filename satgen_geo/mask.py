@@ -12,7 +12,8 @@ import pandas as pd
 import shapely
 
 from satgen_geo.errors import AOIError, InputFileError
-from satgen_geo.geotiff import OSM_ATTRIBUTION, check_writable, open_for_writing, profile
+from satgen_geo._atomic import check_writable
+from satgen_geo.geotiff import OSM_ATTRIBUTION, open_for_writing, profile
 from satgen_geo.grid import AOI, WGS84, Grid, aoi_from_bbox, resolve_crs, snap_grid
 from satgen_geo.osm.features import select_features
 from satgen_geo.osm.fetch import OverpassConfig, fetch_osm

@@ -19,7 +19,6 @@ import os
 import pickle
 import re
 import struct
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ from typing import Any, Literal, NoReturn
 import torch
 from torch import Tensor, nn
 
-from satgen_geo.errors import CheckpointError, OutputError
+from satgen_geo._atomic import atomic_path
+from satgen_geo.errors import CheckpointError
 from satgen_geo.model.generator import UNetGenerator
 from satgen_geo.model.spec import ModelSpec
 
@@ -158,22 +158,8 @@ def save_generator(model: UNetGenerator, spec: ModelSpec, path: str | os.PathLik
     path = Path(path).expanduser()
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     metadata = {SPEC_METADATA_KEY: spec.to_json(), "format": "pt"}
-    tmp_name: str | None = None
-    try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
-            tmp_name = tmp.name
-        save_file(tensors, tmp_name, metadata=metadata)
-        with open(tmp_name, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-        tmp_name = None
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write checkpoint {path} ({_first_line(exc)}); check the directory exists and is writable"
-        ) from None
-    finally:
-        if tmp_name is not None:
-            Path(tmp_name).unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     logger.info("saved generator checkpoint %s", path)
     return path
 
@@ -200,19 +186,24 @@ def describe_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path).expanduser()
     raw = _read_checkpoint(path)
     model = _build_model(raw)
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
     info = raw.spec.to_dict()
     info.update(
         path=str(path),
         format=raw.format,
         size_bytes=path.stat().st_size,
         parameter_count=count_parameters(model),
-        sha256=digest.hexdigest()[:12],
+        sha256=file_sha256(path),
     )
     return info
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """First 12 hex digits of the file's SHA-256: a short, stable model identifier."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
 
 
 # --- reading ------------------------------------------------------------------------------

@@ -1,0 +1,317 @@
+"""Streaming render: mask GeoTIFF → windows → batched network → cosine blend → RGB GeoTIFF.
+
+Memory stays flat in the raster's height: the mask is read one lattice row of windows at a
+time, outputs are accumulated into a rolling float32 buffer a few hundred rows tall, and
+rows are written (in whole 256-row GeoTIFF blocks) as soon as no later window touches
+them. Reading the next band and writing finished rows run on an IO thread while the
+network computes.
+
+Randomness follows the original SatGen-CV inference (Gaussian input noise, inference-time
+dropout, extra noise on empty windows) but every draw comes from a generator seeded by
+the global seed and the window's position, so the same seed gives bit-identical output
+and a sub-area (``region``) renders exactly the pixels of the same area of a full render.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.windows import Window
+
+from satgen_geo.errors import CRSError, InputFileError, SatgenError
+from satgen_geo.geotiff import BLOCK_PX, OSM_ATTRIBUTION, build_overviews, open_for_writing, open_raster, profile
+from satgen_geo.grid import Grid
+from satgen_geo.model.loaded import LoadedModel
+from satgen_geo.progress import CancelFn, ProgressFn, check_cancel, report
+from satgen_geo.tiling import TileWindow, WindowPlan, finished_rows, plan_windows, window_seed, window_weights
+
+log = logging.getLogger(__name__)
+
+RGB_NAMES = ("red", "green", "blue")
+_MASK_BANDS = ("roads", "buildings")
+#: Dropout draws use a seed stream separate from the input-noise stream.
+_DROPOUT_STREAM = 0x5A7
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """How the network is run over the mask.
+
+    Parameters
+    ----------
+    seed
+        Global seed; each window's randomness derives from it and the window position.
+    deterministic
+        No input noise and no dropout: the output depends on the mask alone.
+    overlap_px
+        Window overlap in pixels; ``None`` uses the model spec's (128 of 256 by default).
+    batch_size
+        Windows per network call.
+    device
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (used when a checkpoint path is given).
+    precision
+        ``fp32``, or ``fp16``/``bf16`` autocast (CUDA only; ``auto`` picks fp16 on CUDA).
+    input_noise_std
+        Gaussian noise added to every window in [-1, 1] space (0.02, as in training).
+    empty_noise_std, empty_variance
+        Windows whose mask variance (in [0, 1] units) is below ``empty_variance`` get
+        Gaussian noise of this std (in 0–255 units) first, as the original did.
+    overviews, cog
+        Build internal overviews; rewrite the result as a Cloud Optimized GeoTIFF.
+    """
+
+    seed: int = 0
+    deterministic: bool = False
+    overlap_px: int | None = None
+    batch_size: int = 8
+    device: str = "auto"
+    precision: str = "auto"
+    input_noise_std: float = 0.02
+    empty_noise_std: float = 10.0
+    empty_variance: float = 0.01
+    overviews: bool = True
+    cog: bool = False
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """What :func:`render` wrote and how fast."""
+
+    path: Path
+    grid: Grid
+    windows: int
+    seconds: float
+    device: str
+
+
+def render(
+    mask: str | Path,
+    output: str | Path,
+    model: LoadedModel,
+    config: RenderConfig | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    region: Window | None = None,
+) -> RenderResult:
+    """Render a two-band mask GeoTIFF into a georeferenced RGB GeoTIFF.
+
+    Parameters
+    ----------
+    mask
+        GeoTIFF with band 1 roads and band 2 buildings (0/255), as ``satgen mask`` writes.
+    output
+        RGB GeoTIFF to write (atomically) with the mask's CRS and transform.
+    model
+        From :func:`satgen_geo.model.loaded.load_model`.
+    config
+        Seed, overlap, batching, precision, output options.
+    progress, cancel
+        ``progress(done, total, "render")`` per batch; ``cancel()`` checked per batch.
+    region
+        Render only this pixel window of the mask; its pixels equal the same pixels of
+        a full render.
+    """
+    config = config or RenderConfig()
+    started = time.perf_counter()
+    with open_raster(mask) as src:
+        _check_mask(src, mask)
+        overlap = model.spec.overlap_px if config.overlap_px is None else config.overlap_px
+        plan = plan_windows(src.height, src.width, model.spec.tile_px, overlap)
+        region = _check_region(region, src)
+        grid = Grid(src.crs, src.window_transform(region), int(region.width), int(region.height))
+        job = _Job(src, plan, region, _Network(model, config))
+        tags = _tags(src, model, config)
+        out_profile = profile(grid, 3, photometric="RGB")
+        with open_for_writing(output, out_profile, RGB_NAMES, tags, cog=config.cog) as dst:
+            dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+            job.run(dst, report(progress), cancel)
+            if config.overviews:
+                build_overviews(dst)
+    seconds = time.perf_counter() - started
+    log.info("rendered %d windows in %.1f s (%.2f windows/s)", job.total, seconds, job.total / max(seconds, 1e-9))
+    return RenderResult(Path(output), grid, job.total, seconds, str(model.device))
+
+
+def _check_mask(src: rasterio.DatasetReader, path: str | Path) -> None:
+    if src.count != 2 or src.dtypes[0] != "uint8":
+        raise InputFileError(
+            f"{path} has {src.count} band(s) of {src.dtypes[0]}; a mask needs 2 uint8 bands "
+            "(1 = roads, 2 = buildings, 0/255): build one with 'satgen mask'"
+        )
+    if src.crs is None:
+        raise CRSError(f"{path} has no CRS; rebuild it with 'satgen mask' or set one with gdal_edit.py -a_srs EPSG:<code>")
+    if src.transform.b or src.transform.d:
+        raise InputFileError(f"{path} is rotated; warp it north-up first (gdalwarp)")
+
+
+def _check_region(region: Window | None, src: rasterio.DatasetReader) -> Window:
+    full = Window(0, 0, src.width, src.height)
+    if region is None:
+        return full
+    region = Window(int(region.col_off), int(region.row_off), int(region.width), int(region.height))
+    inside = region.col_off >= 0 and region.row_off >= 0 and region.width > 0 and region.height > 0
+    if not inside or region.col_off + region.width > src.width or region.row_off + region.height > src.height:
+        raise SatgenError(f"region {region} is not inside the {src.width}×{src.height} px mask")
+    return region
+
+
+def _tags(src: rasterio.DatasetReader, model: LoadedModel, config: RenderConfig) -> dict[str, object]:
+    source = src.tags()
+    return {
+        "CONTENT": "synthetic imagery generated by satgen-geo; not a photograph",
+        "MODEL": model.spec.name,
+        "MODEL_SHA256": model.sha256,
+        "SEED": "none (deterministic)" if config.deterministic else config.seed,
+        "SOURCE": source.get("SOURCE", "mask GeoTIFF"),
+        "ATTRIBUTION": source.get("ATTRIBUTION", OSM_ATTRIBUTION),
+    }
+
+
+class _Network:
+    """Turns uint8 mask windows into float RGB windows in [-1, 1], with seeded randomness."""
+
+    def __init__(self, model: LoadedModel, config: RenderConfig) -> None:
+        self.model, self.config = model, config
+        self.stochastic = not config.deterministic
+        self.generator = model.generator.set_mc_dropout(self.stochastic)
+        self.device = model.device
+        self.order = [_MASK_BANDS.index(name) for name in model.spec.channel_order]
+        self.autocast = _autocast_dtype(config.precision, self.device)
+        self.generator.to(memory_format=torch.channels_last)
+
+    def __call__(self, masks: np.ndarray, seeds: list[int]) -> np.ndarray:
+        x = torch.from_numpy(masks[:, self.order]).float()
+        dropout_seeds = None
+        if self.stochastic:
+            x = self._add_noise(x, seeds)
+            dropout_seeds = [window_seed(s, _DROPOUT_STREAM, 0) for s in seeds]
+        else:
+            x = x / 127.5 - 1.0
+        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), _autocast(self.device, self.autocast):
+            y = self.generator(x, seeds=dropout_seeds)
+        return y.float().cpu().numpy()
+
+    def _add_noise(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        """Empty-window noise (0–255 units), normalisation, input noise ([-1, 1] units)."""
+        cfg = self.config
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        shape = x.shape[1:]
+        empty = (x / 255.0).var(dim=(1, 2, 3), unbiased=False) < cfg.empty_variance
+        for i in torch.nonzero(empty).flatten().tolist():
+            x[i] = (x[i] + torch.randn(shape, generator=generators[i]) * cfg.empty_noise_std).clamp_(0, 255)
+        noise = torch.stack([torch.randn(shape, generator=g) for g in generators])
+        return (x / 127.5 - 1.0 + noise * cfg.input_noise_std).clamp_(-1.0, 1.0)
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    choices = {"auto": torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
+    if precision not in choices:
+        raise SatgenError(f"precision {precision!r} is not one of auto, fp32, fp16, bf16")
+    return choices[precision] if device.type == "cuda" else None
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+class _Job:
+    """One render: lattice rows of windows, a rolling blend buffer, an IO thread."""
+
+    def __init__(self, src: rasterio.DatasetReader, plan: WindowPlan, region: Window, network: _Network) -> None:
+        self.src, self.plan, self.network = src, plan, network
+        self.r0, self.c0 = int(region.row_off), int(region.col_off)
+        self.height, self.width = int(region.height), int(region.width)
+        tile = plan.tile_px
+        self.rows = [r for r, o in enumerate(plan.row_offsets) if o < self.r0 + self.height and o + tile > self.r0]
+        self.cols = [c for c, o in enumerate(plan.col_offsets) if o < self.c0 + self.width and o + tile > self.c0]
+        self.total = len(self.rows) * len(self.cols)
+        self.has_mask = any(MaskFlags.all_valid not in flags for flags in src.mask_flag_enums)
+        self.buffer = np.zeros((3, tile + BLOCK_PX, self.width), dtype=np.float32)
+        self.buffer_row = 0  # region row held in buffer[:, 0]
+
+    def run(self, dst: rasterio.io.DatasetWriter, tick: ProgressFn, cancel: CancelFn | None) -> None:
+        """Render every lattice row into ``dst``."""
+        done = 0
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="satgen-io") as io:
+            writes: list[Future] = []
+            pending = io.submit(self._read_band, self.rows[0])
+            for i, lattice_row in enumerate(self.rows):
+                band = pending.result()
+                if i + 1 < len(self.rows):
+                    pending = io.submit(self._read_band, self.rows[i + 1])
+                for batch in self._batches(lattice_row, band):
+                    check_cancel(cancel)
+                    windows, masks = zip(*batch)
+                    seeds = [window_seed(self.network.config.seed, w.row_off, w.col_off) for w in windows]
+                    for window, rgb in zip(windows, self.network(np.stack(masks), seeds)):
+                        self._accumulate(window, rgb)
+                    done += len(batch)
+                    tick(done, self.total, "render")
+                last = i + 1 == len(self.rows)
+                final = self.height if last else min(finished_rows(self.plan, lattice_row) - self.r0, self.height)
+                writes += [io.submit(self._write, dst, *chunk) for chunk in self._flush(final, last)]
+            for write in writes:  # surfaces any write error
+                write.result()
+
+    def _read_band(self, lattice_row: int) -> np.ndarray:
+        """The mask under one lattice row of windows, zero-padded beyond the raster (2, tile, span)."""
+        tile, plan = self.plan.tile_px, self.plan
+        row_off = plan.row_offsets[lattice_row]
+        col_start = plan.col_offsets[self.cols[0]]
+        span = plan.col_offsets[self.cols[-1]] + tile - col_start
+        band = np.zeros((2, tile, span), dtype=np.uint8)
+        r0, r1 = max(row_off, 0), min(row_off + tile, plan.height)
+        c0, c1 = max(col_start, 0), min(col_start + span, plan.width)
+        data = self.src.read(window=Window(c0, r0, c1 - c0, r1 - r0))
+        band[:, r0 - row_off : r1 - row_off, c0 - col_start : c1 - col_start] = data
+        return band
+
+    def _batches(self, lattice_row: int, band: np.ndarray) -> Iterator[list[tuple[TileWindow, np.ndarray]]]:
+        tile, size = self.plan.tile_px, self.network.config.batch_size
+        col_start = self.plan.col_offsets[self.cols[0]]
+        items = []
+        for col in self.cols:
+            window = self.plan.window(lattice_row, col)
+            x = window.col_off - col_start
+            items.append((window, band[:, :, x : x + tile]))
+        for i in range(0, len(items), max(size, 1)):
+            yield items[i : i + size]
+
+    def _accumulate(self, window: TileWindow, rgb: np.ndarray) -> None:
+        """Add ``rgb * weights`` of one window to the part of the buffer inside the region."""
+        weights = window_weights(window, self.plan)
+        r0 = max(window.row_off, self.r0, 0)
+        r1 = min(window.row_off + window.size, self.r0 + self.height)
+        c0 = max(window.col_off, self.c0, 0)
+        c1 = min(window.col_off + window.size, self.c0 + self.width)
+        tr, tc = slice(r0 - window.row_off, r1 - window.row_off), slice(c0 - window.col_off, c1 - window.col_off)
+        br = slice(r0 - self.r0 - self.buffer_row, r1 - self.r0 - self.buffer_row)
+        self.buffer[:, br, c0 - self.c0 : c1 - self.c0] += rgb[:, tr, tc] * weights[tr, tc]
+
+    def _flush(self, final: int, last: bool) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(region_row, uint8 rows)`` for whole blocks of final rows (all of them if ``last``)."""
+        while final - self.buffer_row >= BLOCK_PX or (last and final > self.buffer_row):
+            n = min(BLOCK_PX, final - self.buffer_row)
+            rows = np.clip(np.rint((self.buffer[:, :n] + 1.0) * 127.5), 0, 255).astype(np.uint8)
+            self.buffer[:, :-n] = self.buffer[:, n:].copy()
+            self.buffer[:, -n:] = 0.0
+            yield self.buffer_row, rows
+            self.buffer_row += n
+
+    def _write(self, dst: rasterio.io.DatasetWriter, row: int, rgb: np.ndarray) -> None:
+        window = Window(0, row, self.width, rgb.shape[1])
+        dst.write(rgb, window=window)
+        if self.has_mask:
+            src_window = Window(self.c0, self.r0 + row, self.width, rgb.shape[1])
+            dst.write_mask(self.src.dataset_mask(window=src_window), window=window)

@@ -1,0 +1,61 @@
+"""A generator ready to run: checkpoint resolution (the shipped default), device choice."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from satgen_geo.errors import CheckpointError
+from satgen_geo.model.checkpoint import count_parameters, file_sha256, load_generator
+from satgen_geo.model.generator import UNetGenerator
+from satgen_geo.model.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+#: The small default model shipped inside the package (see ``satgen_geo/models/README.md``).
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "satgen-default.safetensors"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A generator on its device, with its spec and provenance."""
+
+    generator: UNetGenerator
+    spec: ModelSpec
+    device: torch.device
+    source: str
+    sha256: str
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA if available, else Apple MPS, else CPU; or the named device, checked."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    kind = name.split(":")[0]
+    if kind not in available:
+        raise CheckpointError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    if not available[kind]:
+        raise CheckpointError(f"device {name!r} is not available on this machine; use --device auto or cpu")
+    return torch.device(name)
+
+
+def load_model(checkpoint: str | Path | None = None, device: str = "auto") -> LoadedModel:
+    """Load ``checkpoint`` (any format :func:`load_generator` reads), or the shipped default."""
+    path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+    if checkpoint is None and not path.is_file():
+        raise CheckpointError(
+            f"the default model {path.name} is not installed with this package; pass --checkpoint PATH"
+        )
+    target = resolve_device(device)
+    generator, spec = load_generator(path, device=target)
+    log.info("model %s (%s, %d parameters) on %s", spec.name, path.name, count_parameters(generator), target)
+    return LoadedModel(generator, spec, target, "default" if checkpoint is None else str(path), file_sha256(path))
