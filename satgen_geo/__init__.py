@@ -1,20 +1,28 @@
 """satgen-geo: OpenStreetMap roads and buildings → georeferenced synthetic aerial imagery.
 
-The public API::
+The public API (imported lazily, so ``satgen mask`` does not pay for importing torch)::
 
     from satgen_geo import MaskSource, build_mask, load_model, render, generate
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from satgen_geo.engine import RenderConfig, RenderResult, render  # noqa: E402
-from satgen_geo.mask import MaskConfig, MaskResult, MaskSource, build_mask  # noqa: E402
-from satgen_geo.model.loaded import LoadedModel, load_model  # noqa: E402
-from satgen_geo.osm.fetch import OverpassConfig  # noqa: E402
-from satgen_geo.osm.roads import RoadConfig  # noqa: E402
-from satgen_geo.pipeline import GenerateResult, generate  # noqa: E402
+_EXPORTS = {
+    "RenderConfig": "satgen_geo.engine", "RenderResult": "satgen_geo.engine", "render": "satgen_geo.engine",
+    "MaskConfig": "satgen_geo.mask", "MaskResult": "satgen_geo.mask", "MaskSource": "satgen_geo.mask",
+    "build_mask": "satgen_geo.mask", "LoadedModel": "satgen_geo.model.loaded", "load_model": "satgen_geo.model.loaded",
+    "OverpassConfig": "satgen_geo.osm.fetch", "RoadConfig": "satgen_geo.osm.roads",
+    "GenerateResult": "satgen_geo.pipeline", "generate": "satgen_geo.pipeline",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "GenerateResult", "LoadedModel", "MaskConfig", "MaskResult", "MaskSource", "OverpassConfig",
-    "RenderConfig", "RenderResult", "RoadConfig", "build_mask", "generate", "load_model", "render",
-]
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'satgen_geo' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
