@@ -210,6 +210,116 @@ def info(checkpoint: str | None) -> None:
         text = json.dumps(value) if isinstance(value, (dict, list)) else value
         click.echo(f"{key:<{width}}  {text}")
 
+@main.group()
+def dataset() -> None:
+    """Prepare training pairs (images + masks) from the supported layouts."""
+
+
+def _patch_options(func: Callable) -> Callable:
+    options = [
+        click.option("--patch", type=int, default=256, show_default=True, help="Patch size in pixels."),
+        click.option("--stride", type=int, default=256, show_default=True, help="Step between training patches."),
+        click.option("--holdout-right", type=float, default=0.0, show_default=True, help="Fraction of each large image (right side) held out for validation."),
+        click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Dataset folder (created or extended)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _patch_config(kw: dict[str, Any]) -> Any:
+    from satgen_geo.train.datasets import PatchConfig
+
+    return PatchConfig(patch_px=kw["patch"], stride_px=kw["stride"], holdout_right=kw["holdout_right"])
+
+
+def _summary(summary: Any, output: str) -> None:
+    notes = "; ".join(summary.notes)
+    click.echo(f"{output}: {summary.written['train']} train and {summary.written['val']} val pairs written, "
+               f"{summary.skipped_nodata} no-data patches skipped ({notes})")
+
+
+@dataset.command("prepare")
+@click.argument("source", type=click.Path(file_okay=False, exists=True))
+@click.option("--layout", required=True, type=click.Choice(["satgen-cv", "roads", "buildings"]),
+              help="satgen-cv: images/ + masks/*_processed.tiff (channels buildings, roads); roads/buildings: images/ + labels/ with that one class.")
+@_patch_options
+def dataset_prepare(source: str, layout: str, output: str, **kw: Any) -> None:
+    """Cut SOURCE (images/ + masks/ or labels/) into 256 px training pairs in OUTPUT."""
+    from satgen_geo.train.datasets import prepare_satgen_cv, prepare_single_class
+
+    if layout == "satgen-cv":
+        summary = _run(lambda: prepare_satgen_cv(source, output))
+    else:
+        summary = _run(lambda: prepare_single_class(source, output, layout, _patch_config(kw)))
+    _summary(summary, output)
+
+
+@dataset.command("from-ortho")
+@click.argument("ortho", type=click.Path(dir_okay=False))
+@click.option("--osm", type=click.Path(dir_okay=False), help="Local OSM extract or vector file (default: Overpass).")
+@click.option("--overpass-url", default=None, help="Overpass API base URL.")
+@_patch_options
+def dataset_from_ortho(ortho: str, osm: str | None, overpass_url: str | None, output: str, **kw: Any) -> None:
+    """Pairs from a georeferenced RGB orthophoto plus OSM drawn on the photo's own grid."""
+    from dataclasses import replace
+
+    from satgen_geo.mask import MaskSource
+    from satgen_geo.osm.fetch import OverpassConfig
+    from satgen_geo.train.datasets import prepare_from_ortho
+
+    overpass = replace(OverpassConfig(), url=overpass_url) if overpass_url else OverpassConfig()
+    summary = _run(lambda: prepare_from_ortho(ortho, output, MaskSource(osm=osm, overpass=overpass), _patch_config(kw)))
+    _summary(summary, output)
+
+
+@main.command()
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(file_okay=False, exists=True), help="Prepared dataset folder (repeatable).")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Run folder: last.pt, log.csv, generator.safetensors.")
+@click.option("--name", default="satgen-unet", show_default=True, help="Model name stored in the export.")
+@click.option("--features", type=int, default=64, show_default=True, help="Generator base features (64 = the original model).")
+@click.option("--disc-features", type=int, default=64, show_default=True, help="Discriminator base features.")
+@click.option("--epochs", type=int, default=100, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--lambda-gan", type=float, default=1.0, show_default=True)
+@click.option("--lambda-l1", type=float, default=10.0, show_default=True)
+@click.option("--lambda-perc", type=float, default=50.0, show_default=True, help="Perceptual loss weight; 0 trains without VGG-19.")
+@click.option("--vgg-weights", type=click.Path(dir_okay=False), help="torchvision vgg19-dcbb9e9d.pth (default: torch hub cache).")
+@click.option("--max-steps", type=int, default=None, help="Stop after this many steps (the LR schedule still spans --epochs).")
+@click.option("--checkpoint-every", type=int, default=5, show_default=True, help="Epochs between checkpoints.")
+@click.option("--resume", type=click.Path(dir_okay=False), help="Continue from a last.pt checkpoint.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_progress_option
+def train(data: tuple[str, ...], output: str, resume: str | None, progress_mode: str, **kw: Any) -> None:
+    """Train the generator (Pix2Pix: PatchGAN + L1 + VGG-19 perceptual loss) on prepared data."""
+    from satgen_geo.train.trainer import TrainConfig, train as run_train
+
+    config = TrainConfig(data=data, out_dir=output, **kw)
+    with _progress_reporter(progress_mode) as progress:
+        result = _run(lambda: run_train(config, resume, progress))
+    val = "n/a" if result.val_l1 is None else f"{result.val_l1:.4f}"
+    _done(f"trained {result.epochs_done} epochs ({result.steps_done} steps), held-out L1 {val}; "
+          f"checkpoint {result.checkpoint}, model {result.exported}", progress_mode)
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help=".safetensors file to write.")
+@click.option("--name", default=None, help="Model name for the spec (default: the checkpoint's).")
+def export(checkpoint: str, output: str, name: str | None) -> None:
+    """Convert any readable checkpoint (SatGen-CV .pth, state dict) to satgen's safetensors format."""
+    from dataclasses import replace
+
+    from satgen_geo.model.checkpoint import load_generator, save_generator
+
+    def job() -> Any:
+        generator, spec = load_generator(checkpoint)
+        return save_generator(generator, replace(spec, name=name) if name else spec, output)
+
+    click.echo(f"wrote {_run(job)}")
+
 
 def _done(message: str, progress_mode: str) -> None:
     """Final summary line: stdout normally, stderr when stdout carries JSON progress."""

@@ -106,10 +106,8 @@ def build_mask(
     """
     config = config or MaskConfig()
     output = check_writable(output)
-    aoi = _requested_aoi(source)
-    raw = _read_raw(source, aoi)
+    raw, aoi = load_features(source)
     check_cancel(cancel)
-    aoi = aoi or _data_aoi(source, raw)
     crs = resolve_crs(aoi, config.crs)
     aoi_metric = aoi.to_crs(crs)
     grid = snap_grid(aoi_metric.bounds, crs, config.gsd_m)
@@ -141,6 +139,16 @@ def write_mask(
             dst.write(rasterize_window(shapes, grid, window), window=window)
             dst.write_mask(rasterize_aoi(aoi_geometry, grid, window), window=window)
             tick(done, len(blocks), "rasterize")
+
+
+def load_features(source: MaskSource, aoi: AOI | None = None) -> tuple[gpd.GeoDataFrame, AOI]:
+    """The raw feature frame for a source and the area it covers.
+
+    ``aoi`` overrides the source's own area (used to fetch OSM for an orthophoto's extent).
+    """
+    aoi = aoi or _requested_aoi(source)
+    raw = _read_raw(source, aoi)
+    return raw, aoi or _data_aoi(source, raw)
 
 
 def _requested_aoi(source: MaskSource) -> AOI | None:

@@ -1,0 +1,1 @@
+"""Training data preparation, losses and the training loop for the generator."""
