@@ -320,6 +320,41 @@ def export(checkpoint: str, output: str, name: str | None) -> None:
 
     click.echo(f"wrote {_run(job)}")
 
+@main.command()
+@click.option("--data", type=click.Path(file_okay=False, exists=True), help="Prepared dataset; its held-out split is evaluated.")
+@click.option("--split", default="val", show_default=True, help="Which split of --data to evaluate.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Model to evaluate (default: the shipped model).")
+@click.option("--stochastic", is_flag=True, help="Evaluate with input noise and dropout (seeded) instead of deterministically.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--render", "render_path", type=click.Path(dir_okay=False), help="Also score seams of a rendered RGB GeoTIFF.")
+@click.option("--overlap", type=int, default=128, show_default=True, help="Window overlap the --render image was made with.")
+@click.option("-o", "--output", type=click.Path(file_okay=False), help="Folder for report.json and contact_sheet.png.")
+def evaluate(data: str | None, split: str, checkpoint: str | None, stochastic: bool, seed: int, device: str,
+             render_path: str | None, overlap: int, output: str | None) -> None:
+    """L1, PSNR, SSIM, feature distance and baselines on held-out pairs; seam score of a render."""
+    from satgen_geo import evaluate as ev
+    from satgen_geo.model.loaded import load_model
+
+    if not (data or render_path):
+        raise click.UsageError("give --data DIR (held-out pairs) and/or --render IMAGE.tif (seam score)")
+    if data:
+        if not output:
+            raise click.UsageError("--data needs -o/--output for the report and contact sheet")
+        model = _run(lambda: load_model(checkpoint, device))
+        Path(output).mkdir(parents=True, exist_ok=True)
+        report = _run(lambda: ev.run_evaluation(model, data, split, out_dir=output, deterministic=not stochastic, seed=seed))
+        for name, values in (("model", report["metrics"]), *report["baselines"].items()):
+            click.echo(f"{name:<22} " + "  ".join(f"{k}={_fmt(v)}" for k, v in values.items() if k != "source"))
+        click.echo(f"report: {Path(output) / 'report.json'}, contact sheet: {Path(output) / 'contact_sheet.png'}")
+    if render_path:
+        score = _run(lambda: ev.seam_score_geotiff(render_path, overlap_px=overlap))
+        click.echo(f"seam score of {render_path}: {score:.4f} (1.0 = invisible seams)")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
 
 def _done(message: str, progress_mode: str) -> None:
     """Final summary line: stdout normally, stderr when stdout carries JSON progress."""

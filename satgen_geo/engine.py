@@ -129,7 +129,7 @@ def render(
         plan = plan_windows(src.height, src.width, model.spec.tile_px, overlap)
         region = _check_region(region, src)
         grid = Grid(src.crs, src.window_transform(region), int(region.width), int(region.height))
-        job = _Job(src, plan, region, _Network(model, config))
+        job = _Job(src, plan, region, WindowNetwork(model, config))
         tags = _tags(src, model, config)
         out_profile = profile(grid, 3, photometric="RGB")
         with open_for_writing(output, out_profile, RGB_NAMES, tags, cog=config.cog) as dst:
@@ -177,8 +177,12 @@ def _tags(src: rasterio.DatasetReader, model: LoadedModel, config: RenderConfig)
     }
 
 
-class _Network:
-    """Turns uint8 mask windows into float RGB windows in [-1, 1], with seeded randomness."""
+class WindowNetwork:
+    """Turns uint8 mask windows into float RGB windows in [-1, 1], with seeded randomness.
+
+    Call it with masks ``(N, 2, H, W)`` uint8 in mask band order (roads, buildings) and one
+    seed per window; the model spec's channel order is applied here.
+    """
 
     def __init__(self, model: LoadedModel, config: RenderConfig) -> None:
         self.model, self.config = model, config
@@ -228,7 +232,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
 class _Job:
     """One render: lattice rows of windows, a rolling blend buffer, an IO thread."""
 
-    def __init__(self, src: rasterio.DatasetReader, plan: WindowPlan, region: Window, network: _Network) -> None:
+    def __init__(self, src: rasterio.DatasetReader, plan: WindowPlan, region: Window, network: WindowNetwork) -> None:
         self.src, self.plan, self.network = src, plan, network
         self.r0, self.c0 = int(region.row_off), int(region.col_off)
         self.height, self.width = int(region.height), int(region.width)
