@@ -136,10 +136,10 @@ def mask(output: str, **kw: Any) -> None:
 def _render_options(func: Callable) -> Callable:
     options = [
         click.option("--checkpoint", type=click.Path(dir_okay=False), help="Generator checkpoint (.pth or .safetensors); default: the shipped model."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed; the same seed gives bit-identical output."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed; the same seed and batch size give bit-identical output."),
         click.option("--deterministic", is_flag=True, help="No input noise or dropout: output depends on the mask only."),
         click.option("--overlap", type=int, default=None, help="Window overlap in pixels [model's, 128]."),
-        click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per network call."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Windows per network call."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True, help="Autocast dtype on CUDA (ignored on CPU)."),
         click.option("--cog", is_flag=True, help="Write a Cloud Optimized GeoTIFF."),

@@ -8,8 +8,10 @@ network computes.
 
 Randomness follows the original SatGen-CV inference (Gaussian input noise, inference-time
 dropout, extra noise on empty windows) but every draw comes from a generator seeded by
-the global seed and the window's position, so the same seed gives bit-identical output
-and a sub-area (``region``) renders exactly the pixels of the same area of a full render.
+the global seed and the window's position, so the same seed (and batch size) gives
+bit-identical output and a sub-area (``region``) renders exactly the pixels of the same area
+of a full render. (Different batch sizes may differ by one grey level in rare pixels: the
+CPU convolution kernels split their work by batch shape.)
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class RenderConfig:
     overlap_px
         Window overlap in pixels; ``None`` uses the model spec's (128 of 256 by default).
     batch_size
-        Windows per network call.
+        Windows per network call (every call is padded to this size, see :class:`_Job`).
     device
         ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (used when a checkpoint path is given).
     precision
@@ -122,6 +124,8 @@ def render(
         a full render.
     """
     config = config or RenderConfig()
+    if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or config.batch_size < 1:
+        raise SatgenError(f"batch size {config.batch_size!r} must be a whole number of windows, at least 1")
     started = time.perf_counter()
     with open_raster(mask) as src:
         _check_mask(src, mask)
@@ -132,7 +136,7 @@ def render(
         job = _Job(src, plan, region, WindowNetwork(model, config))
         tags = _tags(src, model, config)
         out_profile = profile(grid, 3, photometric="RGB")
-        with open_for_writing(output, out_profile, RGB_NAMES, tags, cog=config.cog) as dst:
+        with open_for_writing(output, out_profile, RGB_NAMES, tags, cog=config.cog, overviews=config.overviews) as dst:
             dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
             job.run(dst, report(progress), cancel)
             if config.overviews:
@@ -230,7 +234,13 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
 
 
 class _Job:
-    """One render: lattice rows of windows, a rolling blend buffer, an IO thread."""
+    """One render: windows in row-major order, fixed-size batches, a rolling blend buffer, an IO thread.
+
+    Every network call gets exactly ``batch_size`` windows (the last one padded with empty
+    windows whose outputs are dropped): the convolution kernels then see the same batch
+    shape everywhere, so a window's pixels do not depend on which windows share its batch
+    and a ``region`` render equals the same area of a full render bit for bit.
+    """
 
     def __init__(self, src: rasterio.DatasetReader, plan: WindowPlan, region: Window, network: WindowNetwork) -> None:
         self.src, self.plan, self.network = src, plan, network
@@ -240,33 +250,44 @@ class _Job:
         self.rows = [r for r, o in enumerate(plan.row_offsets) if o < self.r0 + self.height and o + tile > self.r0]
         self.cols = [c for c, o in enumerate(plan.col_offsets) if o < self.c0 + self.width and o + tile > self.c0]
         self.total = len(self.rows) * len(self.cols)
-        self.has_mask = any(MaskFlags.all_valid not in flags for flags in src.mask_flag_enums)
-        self.buffer = np.zeros((3, tile + BLOCK_PX, self.width), dtype=np.float32)
+        # copy only a real per-dataset mask (the AOI); a nodata value of 0 would mark background as invalid
+        self.has_mask = any(MaskFlags.per_dataset in flags for flags in src.mask_flag_enums)
+        # rows not yet written: < 1 block of final rows, plus the lattice rows a batch can span
+        self.buffer = np.zeros((3, BLOCK_PX + plan.stride + tile, self.width), dtype=np.float32)
         self.buffer_row = 0  # region row held in buffer[:, 0]
 
     def run(self, dst: rasterio.io.DatasetWriter, tick: ProgressFn, cancel: CancelFn | None) -> None:
-        """Render every lattice row into ``dst``."""
+        """Render every window into ``dst``."""
+        size = self.network.config.batch_size
         done = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="satgen-io") as io:
             writes: list[Future] = []
-            pending = io.submit(self._read_band, self.rows[0])
-            for i, lattice_row in enumerate(self.rows):
-                band = pending.result()
-                if i + 1 < len(self.rows):
-                    pending = io.submit(self._read_band, self.rows[i + 1])
-                for batch in self._batches(lattice_row, band):
+            batch: list[tuple[TileWindow, np.ndarray]] = []
+            for item in self._windows(io):
+                batch.append(item)
+                if len(batch) == size or done + len(batch) == self.total:
                     check_cancel(cancel)
-                    windows, masks = zip(*batch)
-                    seeds = [window_seed(self.network.config.seed, w.row_off, w.col_off) for w in windows]
-                    for window, rgb in zip(windows, self.network(np.stack(masks), seeds)):
-                        self._accumulate(window, rgb)
+                    self._process(batch, size)
                     done += len(batch)
                     tick(done, self.total, "render")
-                last = i + 1 == len(self.rows)
-                final = self.height if last else min(finished_rows(self.plan, lattice_row) - self.r0, self.height)
-                writes += [io.submit(self._write, dst, *chunk) for chunk in self._flush(final, last)]
+                    writes += [io.submit(self._write, dst, *chunk) for chunk in self._flush(batch[-1][0], done == self.total)]
+                    batch = []
             for write in writes:  # surfaces any write error
                 write.result()
+
+    def _windows(self, io: ThreadPoolExecutor) -> Iterator[tuple[TileWindow, np.ndarray]]:
+        """Every window with its mask, row-major; the next band is read while this one computes."""
+        tile = self.plan.tile_px
+        col_start = self.plan.col_offsets[self.cols[0]]
+        pending = io.submit(self._read_band, self.rows[0])
+        for i, lattice_row in enumerate(self.rows):
+            band = pending.result()
+            if i + 1 < len(self.rows):
+                pending = io.submit(self._read_band, self.rows[i + 1])
+            for col in self.cols:
+                window = self.plan.window(lattice_row, col)
+                x = window.col_off - col_start
+                yield window, band[:, :, x : x + tile]
 
     def _read_band(self, lattice_row: int) -> np.ndarray:
         """The mask under one lattice row of windows, zero-padded beyond the raster (2, tile, span)."""
@@ -281,16 +302,15 @@ class _Job:
         band[:, r0 - row_off : r1 - row_off, c0 - col_start : c1 - col_start] = data
         return band
 
-    def _batches(self, lattice_row: int, band: np.ndarray) -> Iterator[list[tuple[TileWindow, np.ndarray]]]:
-        tile, size = self.plan.tile_px, self.network.config.batch_size
-        col_start = self.plan.col_offsets[self.cols[0]]
-        items = []
-        for col in self.cols:
-            window = self.plan.window(lattice_row, col)
-            x = window.col_off - col_start
-            items.append((window, band[:, :, x : x + tile]))
-        for i in range(0, len(items), max(size, 1)):
-            yield items[i : i + size]
+    def _process(self, batch: list[tuple[TileWindow, np.ndarray]], size: int) -> None:
+        """Run one batch, padded to ``size`` windows, and accumulate the real windows' outputs."""
+        windows = [w for w, _ in batch]
+        masks = np.zeros((size, *batch[0][1].shape), dtype=np.uint8)
+        masks[: len(batch)] = [m for _, m in batch]
+        seeds = [window_seed(self.network.config.seed, w.row_off, w.col_off) for w in windows]
+        outputs = self.network(masks, seeds + [0] * (size - len(batch)))
+        for window, rgb in zip(windows, outputs):
+            self._accumulate(window, rgb)
 
     def _accumulate(self, window: TileWindow, rgb: np.ndarray) -> None:
         """Add ``rgb * weights`` of one window to the part of the buffer inside the region."""
@@ -303,9 +323,12 @@ class _Job:
         br = slice(r0 - self.r0 - self.buffer_row, r1 - self.r0 - self.buffer_row)
         self.buffer[:, br, c0 - self.c0 : c1 - self.c0] += rgb[:, tr, tc] * weights[tr, tc]
 
-    def _flush(self, final: int, last: bool) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(region_row, uint8 rows)`` for whole blocks of final rows (all of them if ``last``)."""
-        while final - self.buffer_row >= BLOCK_PX or (last and final > self.buffer_row):
+    def _flush(self, last_window: TileWindow, everything: bool) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(region_row, uint8 rows)`` for whole blocks of final rows (all of them at the end)."""
+        position = self.rows.index(last_window.row)
+        complete = last_window.row if last_window.col == self.cols[-1] else (self.rows[position - 1] if position else -1)
+        final = self.height if everything else min(max(finished_rows(self.plan, complete) - self.r0, 0), self.height)
+        while final - self.buffer_row >= BLOCK_PX or (everything and final > self.buffer_row):
             n = min(BLOCK_PX, final - self.buffer_row)
             rows = np.clip(np.rint((self.buffer[:, :n] + 1.0) * 127.5), 0, 255).astype(np.uint8)
             self.buffer[:, :-n] = self.buffer[:, n:].copy()

@@ -51,10 +51,12 @@ def open_for_writing(
     descriptions: tuple[str, ...],
     tags: Mapping[str, object],
     cog: bool = False,
+    overviews: bool = True,
 ) -> Iterator[rasterio.io.DatasetWriter]:
     """Open a GeoTIFF for writing under a temporary name; it appears at ``path`` only on success.
 
-    With ``cog=True`` the finished file is rewritten as a Cloud Optimized GeoTIFF.
+    With ``cog=True`` the finished file is rewritten as a Cloud Optimized GeoTIFF (with
+    overviews unless ``overviews=False``).
     """
     with atomic_path(path) as tmp:
         work = tmp.with_name(tmp.name + ".work.tif") if cog else tmp
@@ -66,7 +68,10 @@ def open_for_writing(
                     dst.update_tags(SOFTWARE=f"satgen-geo {__version__}", **{k: str(v) for k, v in tags.items()})
                     yield dst
                 if cog:
-                    rasterio.shutil.copy(work, tmp, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES", BIGTIFF="IF_SAFER")
+                    rasterio.shutil.copy(
+                        work, tmp, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES", BIGTIFF="IF_SAFER",
+                        OVERVIEWS="AUTO" if overviews else "NONE",
+                    )
         except RasterioIOError as err:
             raise OutputError(f"cannot write {path}: {str(err).splitlines()[0]}") from None
         finally:
