@@ -355,6 +355,35 @@ def evaluate(data: str | None, split: str, checkpoint: str | None, stochastic: b
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Generator checkpoint (default: the shipped model).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--cors-origin", "cors_origins", multiple=True, help="Allowed browser origin (repeatable; default: localhost:5173 and :3000).")
+@click.option("--max-upload-mb", type=float, default=20.0, show_default=True, help="Largest accepted upload.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=4096 * 4096, show_default=True, help="Largest output image (width × height).")
+@click.option("--queue-size", type=click.IntRange(min=1), default=4, show_default=True, help="Jobs running + waiting; more get 503.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Jobs rendered at once.")
+@click.option("--overpass-url", default=None, help="Overpass API base URL for /generate/bbox.")
+def serve(host: str, port: int, checkpoint: str | None, device: str, cors_origins: tuple[str, ...], max_upload_mb: float,
+          max_pixels: int, queue_size: int, workers: int, overpass_url: str | None) -> None:
+    """Serve the model over HTTP (FastAPI), compatible with the original web mask editor."""
+    from dataclasses import replace
+
+    from satgen_geo.osm.fetch import OverpassConfig
+
+    try:
+        from satgen_geo.api import DEFAULT_CORS_ORIGINS, ApiSettings, serve as run_server
+    except ImportError as err:
+        raise click.ClickException(f"the HTTP API needs its extra ({err.name} is missing): pip install 'satgen-geo[api]'")
+    settings = ApiSettings(
+        checkpoint=checkpoint, device=device, cors_origins=cors_origins or DEFAULT_CORS_ORIGINS,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_output_pixels=max_pixels, queue_size=queue_size,
+        workers=workers, overpass=replace(OverpassConfig(), url=overpass_url) if overpass_url else OverpassConfig(),
+    )
+    _run(lambda: run_server(settings, host=host, port=port))
+
 
 def _done(message: str, progress_mode: str) -> None:
     """Final summary line: stdout normally, stderr when stdout carries JSON progress."""

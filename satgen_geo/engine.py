@@ -191,7 +191,7 @@ class WindowNetwork:
     def __init__(self, model: LoadedModel, config: RenderConfig) -> None:
         self.model, self.config = model, config
         self.stochastic = not config.deterministic
-        self.generator = model.generator.set_mc_dropout(self.stochastic)
+        self.generator = model.generator
         self.device = model.device
         self.order = [_MASK_BANDS.index(name) for name in model.spec.channel_order]
         self.autocast = _autocast_dtype(config.precision, self.device)
@@ -207,7 +207,8 @@ class WindowNetwork:
             x = x / 127.5 - 1.0
         x = x.to(self.device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), _autocast(self.device, self.autocast):
-            y = self.generator(x, seeds=dropout_seeds)
+            with self.model.lock:  # the dropout mode is model state: set it for this call only
+                y = self.generator.set_mc_dropout(self.stochastic)(x, seeds=dropout_seeds)
         return y.float().cpu().numpy()
 
     def _add_noise(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,13 +22,18 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "satgen-de
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A generator on its device, with its spec and provenance."""
+    """A generator on its device, with its spec and provenance.
+
+    ``lock`` serialises uses of the generator that change its dropout mode (several
+    renders of one model in threads, as the HTTP server does).
+    """
 
     generator: UNetGenerator
     spec: ModelSpec
     device: torch.device
     source: str
     sha256: str
+    lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
