@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -74,6 +75,13 @@ def main(verbose: int) -> None:
     """satgen: OpenStreetMap roads and buildings → georeferenced synthetic aerial imagery."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    # a terminated CLI (e.g. a cancelled QGIS job) unwinds normally, so temp outputs are removed
+    signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    click.echo("Terminated; no output was written", err=True)
+    sys.exit(128 + signum)
 
 
 def _progress_option(func: Callable) -> Callable:

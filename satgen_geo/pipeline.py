@@ -34,8 +34,14 @@ def generate(
     """Build the mask for an area and render it; keep the mask only if ``mask_output`` is given."""
     check_writable(output)
     if mask_output is not None:
+        existed = Path(mask_output).expanduser().exists()
         mask = build_mask(mask_output, source, mask_config, progress, cancel)
-        return GenerateResult(mask, render(mask.path, output, model, render_config, progress, cancel))
+        try:
+            return GenerateResult(mask, render(mask.path, output, model, render_config, progress, cancel))
+        except BaseException:
+            if not existed:  # all or nothing: no mask without its image
+                mask.path.unlink(missing_ok=True)
+            raise
     with tempfile.TemporaryDirectory(prefix="satgen-", dir=Path(output).expanduser().parent) as tmp:
         mask = build_mask(Path(tmp) / "mask.tif", source, mask_config, progress, cancel)
         return GenerateResult(mask, render(mask.path, output, model, render_config, progress, cancel))

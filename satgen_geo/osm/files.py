@@ -168,7 +168,10 @@ def _read_vector_layer(path: Path, layer: str, aoi: AOI | None) -> gpd.GeoDataFr
     is_polygon = (kind == 3) | (kind == 6)
     columns = {c.lower(): c for c in frame.columns}
     out = gpd.GeoDataFrame(geometry=frame.geometry.values, crs=WGS84)
-    highway = frame[columns["highway"]] if "highway" in columns else pd.Series("road", index=frame.index)
+    highway = (
+        frame[columns["highway"]].astype("string").replace("", pd.NA).fillna("road")
+        if "highway" in columns else pd.Series("road", index=frame.index)
+    )
     out["highway"] = highway.where(is_line, None).to_numpy(dtype=object)
     building = frame[columns["building"]].fillna("yes") if "building" in columns else "yes"
     out["building"] = pd.Series(building, index=frame.index).where(is_polygon, None).to_numpy(dtype=object)

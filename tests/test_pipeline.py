@@ -1,0 +1,69 @@
+"""The end-to-end job: all-or-nothing outputs, and a terminated CLI leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+import shapely
+
+from satgen_geo.errors import CancelledError
+from satgen_geo.mask import MaskSource, build_mask
+from satgen_geo.model import ModelSpec, UNetGenerator, save_generator
+from satgen_geo.model.loaded import load_model
+from satgen_geo.pipeline import generate
+from tests.conftest import ROOT, SAMPLE_AOI, SAMPLE_PBF
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    return save_generator(UNetGenerator(features=8), ModelSpec(features=8, name="tiny"), path)
+
+
+def test_cancel_during_render_removes_the_new_mask_too(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    stages: list[str] = []
+
+    def cancel() -> bool:
+        return "render" in stages
+
+    with pytest.raises(CancelledError):
+        generate(
+            tmp_path / "img.tif", MaskSource(osm=SAMPLE_PBF, aoi=SAMPLE_AOI), load_model(tiny_checkpoint, "cpu"),
+            mask_output=tmp_path / "mask.tif", progress=lambda d, t, s: stages.append(s), cancel=cancel,
+        )
+    assert "rasterize" in stages and list(tmp_path.iterdir()) == []
+
+
+def test_roads_with_empty_highway_values_are_drawn(tmp_path: Path) -> None:
+    roads = gpd.GeoDataFrame(
+        {"highway": [None, "", "footway"]},
+        geometry=[shapely.LineString([(0, 0), (300, 0)]), shapely.LineString([(0, 100), (300, 100)]),
+                  shapely.LineString([(0, 200), (300, 200)])],
+        crs=3067,
+    )
+    roads.to_file(tmp_path / "roads.gpkg")
+    assert build_mask(tmp_path / "m.tif", MaskSource(roads=tmp_path / "roads.gpkg")).n_roads == 2
+
+
+def test_sigterm_leaves_no_partial_files(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "satgen_geo", "generate", "--osm", SAMPLE_PBF, "--gsd", "0.5", "--checkpoint",
+         tiny_checkpoint, "--progress", "json", "-o", out / "img.tif"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    for line in proc.stdout:  # wait until rendering runs, then terminate as a cancelled QGIS job does
+        if json.loads(line)["stage"] == "render":
+            proc.send_signal(signal.SIGTERM)
+            break
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert "Terminated" in proc.stderr.read()
+    assert list(out.iterdir()) == []
