@@ -17,6 +17,8 @@ CPU convolution kernels split their work by batch shape.)
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -43,6 +45,7 @@ RGB_NAMES = ("red", "green", "blue")
 _MASK_BANDS = ("roads", "buildings")
 #: Dropout draws use a seed stream separate from the input-noise stream.
 _DROPOUT_STREAM = 0x5A7
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ def render(
         a full render.
     """
     config = config or RenderConfig()
+    _keep_heap_mapped()
     if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or config.batch_size < 1:
         raise SatgenError(f"batch size {config.batch_size!r} must be a whole number of windows, at least 1")
     started = time.perf_counter()
@@ -144,6 +148,24 @@ def render(
     seconds = time.perf_counter() - started
     log.info("rendered %d windows in %.1f s (%.2f windows/s)", job.total, seconds, job.total / max(seconds, 1e-9))
     return RenderResult(Path(output), grid, job.total, seconds, str(model.device))
+
+
+@functools.cache
+def _keep_heap_mapped() -> None:
+    """Stop glibc from unmapping and re-faulting the network's activation buffers on every call.
+
+    With glibc's defaults each forward pass maps its large activations fresh and returns
+    them afterwards (about 117k page faults per batch of 8 at 64 features), which costs a
+    quarter of the network's speed on CPU. Raising the mmap and trim thresholds keeps that
+    memory in the heap for reuse; the process's resident size then stays at its peak.
+    A no-op where glibc's ``mallopt`` is not available.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)
+        libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1)
+    except (OSError, AttributeError):
+        log.debug("mallopt is not available; keeping the default allocator settings")
 
 
 def _check_mask(src: rasterio.DatasetReader, path: str | Path) -> None:
@@ -209,7 +231,7 @@ class WindowNetwork:
         with torch.inference_mode(), _autocast(self.device, self.autocast):
             with self.model.lock:  # the dropout mode is model state: set it for this call only
                 y = self.generator.set_mc_dropout(self.stochastic)(x, seeds=dropout_seeds)
-        return y.float().cpu().numpy()
+        return y.float().contiguous().cpu().numpy()  # NCHW-contiguous: fast blending
 
     def _add_noise(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         """Empty-window noise (0–255 units), normalisation, input noise ([-1, 1] units)."""
@@ -253,8 +275,9 @@ class _Job:
         self.total = len(self.rows) * len(self.cols)
         # copy only a real per-dataset mask (the AOI); a nodata value of 0 would mark background as invalid
         self.has_mask = any(MaskFlags.per_dataset in flags for flags in src.mask_flag_enums)
-        # rows not yet written: < 1 block of final rows, plus the lattice rows a batch can span
-        self.buffer = np.zeros((3, BLOCK_PX + plan.stride + tile, self.width), dtype=np.float32)
+        # rows not yet written: < 1 block of final rows, plus the lattice rows one batch can span
+        spanned = -(-network.config.batch_size // len(self.cols)) + 1
+        self.buffer = np.zeros((3, BLOCK_PX + spanned * plan.stride + tile, self.width), dtype=np.float32)
         self.buffer_row = 0  # region row held in buffer[:, 0]
 
     def run(self, dst: rasterio.io.DatasetWriter, tick: ProgressFn, cancel: CancelFn | None) -> None:

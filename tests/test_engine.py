@@ -458,7 +458,8 @@ def test_streaming_render_2048(tmp_path: Path, tiny: LoadedModel, monkeypatch: p
     assert sorted(job.accumulated) == list(range(len(plan)))
     assert job.bad_inputs == []
     # the rolling buffer never grows: one GeoTIFF block of rows plus the lattice rows a batch spans
-    assert job.buffer_shapes == {(3, BLOCK_PX + plan.stride + plan.tile_px, size)}
+    # (a batch of 8 of the 15 windows per lattice row touches at most 2 lattice rows)
+    assert job.buffer_shapes == {(3, BLOCK_PX + 2 * plan.stride + plan.tile_px, size)}
     # rows leave in whole 256-row blocks, in order, as soon as no later window touches them
     assert [(r, n) for r, n, _ in job.flushes] == [(r, BLOCK_PX) for r in range(0, size, BLOCK_PX)]
     assert sorted(job.writes) == [(r, BLOCK_PX) for r in range(0, size, BLOCK_PX)]
@@ -632,3 +633,16 @@ def test_channel_order_from_the_spec_is_honoured(tmp_path: Path) -> None:
     rb, br, rb_swapped = (_read(tmp_path / n) for n in ("rb.tif", "br.tif", "rb_swapped.tif"))
     assert (rb != br).mean() > 0.05
     np.testing.assert_array_equal(br, rb_swapped)
+
+
+@pytest.mark.parametrize("batch_size", [32, 64])
+def test_batches_larger_than_a_lattice_row(tmp_path: Path, tiny: LoadedModel, batch_size: int) -> None:
+    """A batch spanning several lattice rows fits the rolling buffer; regions still match."""
+    mask = _write_raster(tmp_path / "m.tif", _synthetic_mask(1024, 1024, seed=5))
+    config = RenderConfig(batch_size=batch_size, overviews=False)
+    render(mask, tmp_path / "full.tif", tiny, config)
+    region = Window(300, 200, 500, 600)
+    render(mask, tmp_path / "part.tif", tiny, config, region=region)
+    full = _read(tmp_path / "full.tif")
+    assert full.std() > 5
+    np.testing.assert_array_equal(_read(tmp_path / "part.tif"), full[:, 200:800, 300:800])
