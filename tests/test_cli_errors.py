@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import warnings
 from pathlib import Path
 
 import geopandas as gpd
@@ -32,7 +33,9 @@ def _assert_clean_failure(result, out_dir: Path, fragment: str) -> None:  # noqa
 @pytest.fixture()
 def nocrs_shapefile(tmp_path: Path) -> Path:
     path = tmp_path / "drawn.shp"
-    gpd.GeoDataFrame(geometry=[shapely.LineString([(0, 0), (100, 0)])]).to_file(path)
+    with warnings.catch_warnings():  # writing a file without a CRS is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        gpd.GeoDataFrame(geometry=[shapely.LineString([(0, 0), (100, 0)])]).to_file(path)
     assert not path.with_suffix(".prj").exists()
     return path
 
