@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Rebuild the default model shipped in satgen_geo/models/ from the real data in ../shared.
-# Runs on a 2-core CPU in about half an hour. Usage: bash scripts/train_default_model.sh [EPOCHS]
+# Runs on a 2-core CPU in about 20 minutes. Usage: bash scripts/train_default_model.sh [EPOCHS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared/data/train}
-EPOCHS=${1:-60}
+EPOCHS=${1:-100}
 DATA=build/default-data
 RUN=build/default-run
 rm -rf "$DATA" "$RUN"
