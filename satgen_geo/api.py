@@ -70,8 +70,8 @@ from satgen_geo.errors import (
     OutputError,
     SatgenError,
 )
-from satgen_geo.grid import Grid, aoi_from_bbox, resolve_crs, snap_grid
-from satgen_geo.mask import MaskConfig, MaskSource
+from satgen_geo.grid import Grid, aoi_from_bbox
+from satgen_geo.mask import MaskConfig, MaskSource, mask_grid
 from satgen_geo.model.checkpoint import count_parameters
 from satgen_geo.model.loaded import LoadedModel, load_model
 from satgen_geo.osm.fetch import OverpassConfig
@@ -668,9 +668,7 @@ def _render_geotiff(data: bytes, model: LoadedModel, config: RenderConfig, cance
 
 def _bbox_grid(bbox: list[float], gsd: float) -> Grid:
     """The grid ``satgen generate`` will draw for the bbox (validates it: AOIError → 422)."""
-    aoi = aoi_from_bbox(bbox)
-    crs = resolve_crs(aoi, "auto")
-    return snap_grid(aoi.to_crs(crs).bounds, crs, gsd)
+    return mask_grid(aoi_from_bbox(bbox), MaskConfig(gsd_m=gsd))[0]
 
 
 def _render_bbox(

@@ -110,18 +110,21 @@ def _source_options(func: Callable) -> Callable:
     return _progress_option(func)
 
 
-def _mask_inputs(kw: dict[str, Any]) -> tuple[Any, Any]:
-    """Build ``(MaskSource, MaskConfig)`` from the shared source options."""
+def _overpass(url: str | None, max_area_km2: float | None = None) -> Any:
+    """OverpassConfig with the defaults, except the options the user gave."""
     from dataclasses import replace
 
-    from satgen_geo.mask import MaskConfig, MaskSource
     from satgen_geo.osm.fetch import OverpassConfig
 
-    overpass = OverpassConfig()
-    if kw["overpass_url"]:
-        overpass = replace(overpass, url=kw["overpass_url"])
-    if kw["max_area_km2"] is not None:
-        overpass = replace(overpass, max_area_km2=kw["max_area_km2"])
+    given = {"url": url, "max_area_km2": max_area_km2}
+    return replace(OverpassConfig(), **{k: v for k, v in given.items() if v is not None})
+
+
+def _mask_inputs(kw: dict[str, Any]) -> tuple[Any, Any]:
+    """Build ``(MaskSource, MaskConfig)`` from the shared source options."""
+    from satgen_geo.mask import MaskConfig, MaskSource
+
+    overpass = _overpass(kw["overpass_url"], kw["max_area_km2"])
     classes = (RoadConfig().classes | set(kw["include_highway"])) - set(kw["exclude_highway"])
     source = MaskSource(kw["bbox"], kw["aoi"], kw["osm"], kw["roads"], kw["buildings"], overpass)
     return source, MaskConfig(gsd_m=kw["gsd"], crs=kw["crs"], roads=RoadConfig(classes=frozenset(classes)))
@@ -270,14 +273,11 @@ def dataset_prepare(source: str, layout: str, output: str, **kw: Any) -> None:
 @_patch_options
 def dataset_from_ortho(ortho: str, osm: str | None, overpass_url: str | None, output: str, **kw: Any) -> None:
     """Pairs from a georeferenced RGB orthophoto plus OSM drawn on the photo's own grid."""
-    from dataclasses import replace
-
     from satgen_geo.mask import MaskSource
-    from satgen_geo.osm.fetch import OverpassConfig
     from satgen_geo.train.datasets import prepare_from_ortho
 
-    overpass = replace(OverpassConfig(), url=overpass_url) if overpass_url else OverpassConfig()
-    summary = _run(lambda: prepare_from_ortho(ortho, output, MaskSource(osm=osm, overpass=overpass), _patch_config(kw)))
+    source = MaskSource(osm=osm, overpass=_overpass(overpass_url))
+    summary = _run(lambda: prepare_from_ortho(ortho, output, source, _patch_config(kw)))
     _summary(summary, output)
 
 
@@ -377,10 +377,6 @@ def _fmt(value: Any) -> str:
 def serve(host: str, port: int, checkpoint: str | None, device: str, cors_origins: tuple[str, ...], max_upload_mb: float,
           max_pixels: int, queue_size: int, workers: int, overpass_url: str | None) -> None:
     """Serve the model over HTTP (FastAPI), compatible with the original web mask editor."""
-    from dataclasses import replace
-
-    from satgen_geo.osm.fetch import OverpassConfig
-
     try:
         from satgen_geo.api import DEFAULT_CORS_ORIGINS, ApiSettings, serve as run_server
     except ImportError as err:
@@ -388,7 +384,7 @@ def serve(host: str, port: int, checkpoint: str | None, device: str, cors_origin
     settings = ApiSettings(
         checkpoint=checkpoint, device=device, cors_origins=cors_origins or DEFAULT_CORS_ORIGINS,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_output_pixels=max_pixels, queue_size=queue_size,
-        workers=workers, overpass=replace(OverpassConfig(), url=overpass_url) if overpass_url else OverpassConfig(),
+        workers=workers, overpass=_overpass(overpass_url),
     )
     _run(lambda: run_server(settings, host=host, port=port))
 

@@ -37,12 +37,12 @@ from satgen_geo.geotiff import BLOCK_PX, OSM_ATTRIBUTION, build_overviews, open_
 from satgen_geo.grid import Grid
 from satgen_geo.model.loaded import LoadedModel
 from satgen_geo.progress import CancelFn, ProgressFn, check_cancel, report
+from satgen_geo.rasterize import BAND_NAMES
 from satgen_geo.tiling import TileWindow, WindowPlan, finished_rows, plan_windows, window_seed, window_weights
 
 log = logging.getLogger(__name__)
 
 RGB_NAMES = ("red", "green", "blue")
-_MASK_BANDS = ("roads", "buildings")
 #: Dropout draws use a seed stream separate from the input-noise stream.
 _DROPOUT_STREAM = 0x5A7
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
@@ -203,6 +203,11 @@ def _tags(src: rasterio.DatasetReader, model: LoadedModel, config: RenderConfig)
     }
 
 
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """Network output in [-1, 1] → uint8 0..255 (rounded, clipped)."""
+    return np.clip(np.rint((rgb + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
 class WindowNetwork:
     """Turns uint8 mask windows into float RGB windows in [-1, 1], with seeded randomness.
 
@@ -215,7 +220,7 @@ class WindowNetwork:
         self.stochastic = not config.deterministic
         self.generator = model.generator
         self.device = model.device
-        self.order = [_MASK_BANDS.index(name) for name in model.spec.channel_order]
+        self.order = [BAND_NAMES.index(name) for name in model.spec.channel_order]
         self.autocast = _autocast_dtype(config.precision, self.device)
         self.generator.to(memory_format=torch.channels_last)
 
@@ -354,7 +359,7 @@ class _Job:
         final = self.height if everything else min(max(finished_rows(self.plan, complete) - self.r0, 0), self.height)
         while final - self.buffer_row >= BLOCK_PX or (everything and final > self.buffer_row):
             n = min(BLOCK_PX, final - self.buffer_row)
-            rows = np.clip(np.rint((self.buffer[:, :n] + 1.0) * 127.5), 0, 255).astype(np.uint8)
+            rows = to_uint8(self.buffer[:, :n])
             self.buffer[:, :-n] = self.buffer[:, n:].copy()
             self.buffer[:, -n:] = 0.0
             yield self.buffer_row, rows

@@ -42,3 +42,11 @@ class CheckpointError(SatgenError, ValueError):
 
 class CancelledError(SatgenError):
     """The operation was cancelled by the caller's ``cancel`` callable."""
+
+
+class EvaluationError(SatgenError, ValueError):
+    """Evaluation input is unusable (shapes, empty split, too few samples)."""
+
+
+class MissingDependencyError(SatgenError, ImportError):
+    """An optional dependency (an extra such as ``satgen-geo[eval]``) is not installed."""

@@ -51,8 +51,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from satgen_geo._atomic import atomic_path
-from satgen_geo.engine import RenderConfig, WindowNetwork
-from satgen_geo.errors import SatgenError
+from satgen_geo.engine import RenderConfig, WindowNetwork, to_uint8
+from satgen_geo.errors import EvaluationError, MissingDependencyError
 from satgen_geo.model.generator import UNetGenerator
 from satgen_geo.model.loaded import LoadedModel
 from satgen_geo.tiling import plan_windows, window_seed
@@ -104,14 +104,6 @@ _SIGNIFICANT_DIGITS = 6
 
 #: Anything that maps a list of uint8 RGB ``(3, H, W)`` images to an ``(N, D)`` feature array.
 Extractor = Callable[[Sequence[np.ndarray]], np.ndarray]
-
-
-class EvaluationError(SatgenError, ValueError):
-    """Evaluation input is unusable (shapes, empty split, too few samples)."""
-
-
-class MissingDependencyError(SatgenError, ImportError):
-    """An optional dependency needed for evaluation is not installed."""
 
 
 # --------------------------------------------------------------------------- pixel metrics
@@ -568,7 +560,7 @@ def _generate(model: LoadedModel, pairs: Sequence[Pair], deterministic: bool, se
     try:
         for batch in _batches([p.mask.shape for p in pairs], batch_size):
             y = network(np.stack([pairs[i].mask for i in batch]), [_image_seed(seed, i) for i in batch])
-            out.extend(np.clip(np.rint((y + 1.0) * 127.5), 0, 255).astype(np.uint8))
+            out.extend(to_uint8(y))
     finally:
         if was_training:
             generator.train()

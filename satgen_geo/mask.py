@@ -108,15 +108,20 @@ def build_mask(
     output = check_writable(output)
     raw, aoi = load_features(source)
     check_cancel(cancel)
-    crs = resolve_crs(aoi, config.crs)
-    aoi_metric = aoi.to_crs(crs)
-    grid = snap_grid(aoi_metric.bounds, crs, config.gsd_m)
-    features = select_features(raw, config.roads).to_crs(crs)
+    grid, aoi_metric = mask_grid(aoi, config)
+    features = select_features(raw, config.roads).to_crs(grid.crs)
     if features.is_empty():
         log.warning("no roads and no buildings in the area: the mask will be all zero")
     write_mask(output, grid, prepare_shapes(features), aoi_metric.geometry, source.describe(), config.block_px, progress, cancel)
-    log.info("wrote %s: %d×%d px at %.2f m, %s", output, grid.width, grid.height, grid.gsd_m, crs.to_string())
+    log.info("wrote %s: %d×%d px at %.2f m, %s", output, grid.width, grid.height, grid.gsd_m, grid.crs.to_string())
     return MaskResult(output, grid, len(features.roads), len(features.buildings))
+
+
+def mask_grid(aoi: AOI, config: MaskConfig) -> tuple[Grid, AOI]:
+    """The pixel grid a mask of ``aoi`` is drawn on (CRS per ``config.crs``), and the AOI in that CRS."""
+    crs = resolve_crs(aoi, config.crs)
+    aoi_metric = aoi.to_crs(crs)
+    return snap_grid(aoi_metric.bounds, crs, config.gsd_m), aoi_metric
 
 
 def write_mask(

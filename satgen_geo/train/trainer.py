@@ -28,7 +28,7 @@ from satgen_geo.model.generator import UNetGenerator
 from satgen_geo.model.loaded import resolve_device
 from satgen_geo.model.spec import ModelSpec
 from satgen_geo.progress import CancelFn, ProgressFn, check_cancel, report
-from satgen_geo.train.augment import PairDataset
+from satgen_geo.train.augment import PairDataset, to_unit
 from satgen_geo.train.datasets import Pair, read_split
 from satgen_geo.train.vgg import PerceptualLoss, perceptual_loss
 
@@ -244,9 +244,9 @@ def validate(generator: UNetGenerator, pairs: list[Pair], device: torch.device) 
     generator.set_mc_dropout(False)
     total = 0.0
     for pair in pairs:
-        mask = torch.from_numpy(pair.mask).float().div(127.5).sub(1).unsqueeze(0).to(device)
+        mask = to_unit(pair.mask).unsqueeze(0).to(device)
         fake = generator(mask).squeeze(0).cpu()
-        real = torch.from_numpy(pair.image).float().div(127.5).sub(1)
+        real = to_unit(pair.image)
         total += float((fake - real).abs().mean()) / 2
     generator.train()
     return total / len(pairs)
