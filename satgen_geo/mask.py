@@ -106,10 +106,14 @@ def build_mask(
     """
     config = config or MaskConfig()
     output = check_writable(output)
+    tick = report(progress)
+    tick(0, 2, "features")  # downloading or reading OSM can take a while: say so before it starts
     raw, aoi = load_features(source)
+    tick(1, 2, "features")
     check_cancel(cancel)
     grid, aoi_metric = mask_grid(aoi, config)
     features = select_features(raw, config.roads).to_crs(grid.crs)
+    tick(2, 2, "features")
     if features.is_empty():
         log.warning("no roads and no buildings in the area: the mask will be all zero")
     write_mask(output, grid, prepare_shapes(features), aoi_metric.geometry, source.describe(), config.block_px, progress, cancel)

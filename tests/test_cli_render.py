@@ -142,9 +142,11 @@ def test_generate_with_json_progress(files: dict[str, Path], tmp_path: Path) -> 
     events = [json.loads(line) for line in result.stdout.splitlines()]  # every stdout line is JSON
     assert events and all(set(e) == {"stage", "done", "total"} for e in events)
     stages = [e["stage"] for e in events]
-    assert set(stages) == {"rasterize", "render"}
-    assert stages == sorted(stages, key=["rasterize", "render"].index)  # rasterize first, then render
-    for stage in ("rasterize", "render"):
+    order = ["features", "rasterize", "render"]
+    assert set(stages) == set(order)
+    assert stages == sorted(stages, key=order.index)  # read OSM, then rasterize, then render
+    assert events[0] == {"stage": "features", "done": 0, "total": 2}  # said before reading starts
+    for stage in order:
         done = [e["done"] for e in events if e["stage"] == stage]
         totals = {e["total"] for e in events if e["stage"] == stage}
         assert len(totals) == 1 and done == sorted(done) and done[-1] == totals.pop()

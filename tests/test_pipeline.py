@@ -41,6 +41,16 @@ def test_cancel_during_render_removes_the_new_mask_too(tmp_path: Path, tiny_chec
     assert "rasterize" in stages and list(tmp_path.iterdir()) == []
 
 
+def test_features_stage_is_reported_and_cancellable_before_drawing(tmp_path: Path) -> None:
+    ticks: list[tuple[int, int, str]] = []
+    with pytest.raises(CancelledError):
+        build_mask(
+            tmp_path / "m.tif", MaskSource(osm=SAMPLE_PBF, aoi=SAMPLE_AOI),
+            progress=lambda d, t, s: ticks.append((d, t, s)), cancel=lambda: (1, 2, "features") in ticks,
+        )
+    assert ticks == [(0, 2, "features"), (1, 2, "features")] and list(tmp_path.iterdir()) == []
+
+
 def test_roads_with_empty_highway_values_are_drawn(tmp_path: Path) -> None:
     roads = gpd.GeoDataFrame(
         {"highway": [None, "", "footway"]},

@@ -34,8 +34,11 @@ def fake_toolkit(tmp_path):
 class Recorder(QgsProcessingFeedback):
     def __init__(self):
         super().__init__()
-        self.infos, self.warnings, self.progress = [], [], []
+        self.infos, self.warnings, self.progress, self.texts = [], [], [], []
         self.progressChanged.connect(self.progress.append)
+
+    def setProgressText(self, text):  # noqa: N802
+        self.texts.append(text)
 
     def pushInfo(self, text):  # noqa: N802
         self.infos.append(text)
@@ -48,13 +51,14 @@ def test_progress_stages_and_log_lines(fake_toolkit, tmp_path):
     fake_toolkit(
         "assert sys.argv[1] == 'generate' and sys.argv[-2:] == ['--progress', 'json'], sys.argv\n"
         "print('WARNING: something odd', file=sys.stderr)\n"
-        "for stage, total in (('rasterize', 2), ('render', 4)):\n"
-        "    for done in range(1, total + 1):\n"
+        "for stage, total in (('features', 2), ('rasterize', 2), ('render', 4)):\n"
+        "    for done in range(total + 1):\n"
         "        print(json.dumps({'stage': stage, 'done': done, 'total': total}), flush=True)\n"
         "print('wrote out.tif', file=sys.stderr)\n")
     feedback = Recorder()
     runner.run_satgen("generate", ["-o", str(tmp_path / "out.tif")], feedback)
-    assert feedback.progress == [7.5, 15.0, 36.25, 57.5, 78.75, 100.0]
+    assert feedback.progress == [2.5, 5.0, 10.0, 15.0, 36.25, 57.5, 78.75, 100.0]
+    assert feedback.texts == [runner.STAGE_TEXT[s] for s in ("features", "rasterize", "render")]
     assert feedback.warnings == ["WARNING: something odd"]
     assert "wrote out.tif" in feedback.infos
 

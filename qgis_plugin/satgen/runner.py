@@ -28,10 +28,16 @@ from .toolkit import SETTING_NAME, ToolkitNotFound, find_command
 
 #: Progress range (start %, end %) of each stage the CLI reports, per command.
 STAGES: Dict[str, Dict[str, Tuple[float, float]]] = {
-    "mask": {"rasterize": (0.0, 100.0)},
+    "mask": {"features": (0.0, 30.0), "rasterize": (30.0, 100.0)},
     "render": {"render": (0.0, 100.0)},
-    # Rendering dominates the run time; the mask is drawn first.
-    "generate": {"rasterize": (0.0, 15.0), "render": (15.0, 100.0)},
+    # Rendering dominates the run time; the features are read and the mask drawn first.
+    "generate": {"features": (0.0, 5.0), "rasterize": (5.0, 15.0), "render": (15.0, 100.0)},
+}
+#: What the progress dialog says during each stage.
+STAGE_TEXT = {
+    "features": "Reading OpenStreetMap features…",
+    "rasterize": "Drawing the mask…",
+    "render": "Rendering imagery…",
 }
 #: Seconds to wait after each stop request (interrupt, terminate) before escalating.
 STOP_GRACE_S = 5.0
@@ -207,7 +213,7 @@ class _Progress:
     """Maps ``{"stage", "done", "total"}`` lines onto one monotonic 0–100 % bar."""
 
     def __init__(self, stages: Dict[str, Tuple[float, float]], feedback) -> None:
-        self.stages, self.feedback, self.value = stages, feedback, 0.0
+        self.stages, self.feedback, self.value, self.stage = stages, feedback, 0.0, ""
 
     def line(self, line: str) -> None:
         try:
@@ -217,6 +223,9 @@ class _Progress:
             if line.strip() and self.feedback is not None:
                 self.feedback.pushInfo(line.strip())
             return
+        if stage != self.stage and self.feedback is not None:
+            self.feedback.setProgressText(STAGE_TEXT.get(stage, stage))
+        self.stage = stage
         start, end = self.stages.get(stage, (self.value, self.value))
         fraction = min(max(done / total, 0.0), 1.0) if total > 0 else 1.0
         self._set(start + (end - start) * fraction)
