@@ -260,7 +260,8 @@ def child(args: argparse.Namespace) -> None:
     if args.kind == "baseline":
         windows = baseline_render(Path(args.mask), Path(args.out), generator)
     else:
-        result = render(args.mask, args.out, loaded, RenderConfig(deterministic=True, batch_size=args.batch))
+        config = RenderConfig(deterministic=True, batch_size=args.batch, strip_px=args.strip or RenderConfig.strip_px)
+        result = render(args.mask, args.out, loaded, config)
         windows = result.windows
     seconds = time.perf_counter() - start
     peak_render = _peak_rss_bytes()
@@ -284,10 +285,13 @@ class ChildFailed(RuntimeError):
 
 
 def run_child(kind: str, mask: Path | None, out: Path | None, model: Path, batch: int = 1, max_wait: float = 0.0,
-              env: dict[str, str] | None = None, batches: str = "") -> dict:
-    """Run one measurement in a fresh Python, started through ``sh`` (see below); returns its RESULT."""
+              env: dict[str, str] | None = None, batches: str = "", strip: int = 0) -> dict:
+    """Run one measurement in a fresh Python, started through ``sh`` (see below); returns its RESULT.
+
+    ``strip``: ours' ``RenderConfig.strip_px`` (0: the default).
+    """
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--mask", str(mask), "--out", str(out),
-           "--model", str(model), "--batch", str(batch), "--batches", batches or str(batch)]
+           "--model", str(model), "--batch", str(batch), "--batches", batches or str(batch), "--strip", str(strip)]
     # A process started by fork+exec inherits, in ru_maxrss, the peak RSS of the image it replaced, i.e. of
     # this (big) parent. The shell forks python from its own small image instead, so the child's
     # ru_maxrss is its own ("; exit $?" keeps the shell from exec-ing python in its place).
@@ -335,30 +339,31 @@ def real_mask(folder: Path) -> Path:
     return crop
 
 
-def synthetic_mask(path: Path, size: int, rows_per_write: int = 512) -> Path:
-    """A size × size street grid + houses mask, written block by block (never whole in memory)."""
+def synthetic_mask(path: Path, size: int, width: int | None = None, rows_per_write: int = 512) -> Path:
+    """A size × size (or size × width) street grid + houses mask, written block by block (never whole in memory)."""
+    width = width or size
     cell = 80  # m = px: a street every 80 px (6 px wide), a primary every 800 px (12 px wide)
     house_rows = [(12, 24), (28, 40), (44, 56), (60, 72)]  # 12 px tall houses
     house_cols = [(15, 25), (35, 45), (55, 65)]  # 10 px wide
-    axis = np.arange(size)
+    axis = np.arange(max(size, width))
     pos = axis % cell
     road_1d = (pos < 6) | ((axis % (10 * cell)) < 12)
-    hr = np.zeros(size, bool)
-    hc = np.zeros(size, bool)
+    hr = np.zeros(len(axis), bool)
+    hc = np.zeros(len(axis), bool)
     for a, b in house_rows:
         hr |= (pos >= a) & (pos < b)
     for a, b in house_cols:
         hc |= (pos >= a) & (pos < b)
-    block_col = (axis // cell).astype(np.int32)
-    prof = profile(Grid(rasterio.CRS.from_epsg(32635), from_origin(500_000.0, 6_800_000.0, 1.0, 1.0), size, size), 2)
+    block_col = (axis[:width] // cell).astype(np.int32)
+    prof = profile(Grid(rasterio.CRS.from_epsg(32635), from_origin(500_000.0, 6_800_000.0, 1.0, 1.0), width, size), 2)
     with rasterio.open(path, "w", **prof) as dst:
         for r0 in range(0, size, rows_per_write):
             r = slice(r0, min(r0 + rows_per_write, size))
             block_row = (axis[r] // cell).astype(np.int32)
             park = ((block_row[:, None] * 31 + block_col[None, :] * 17) % 7) == 0  # every 7th block: no houses
-            roads = road_1d[r][:, None] | road_1d[None, :]
-            houses = hr[r][:, None] & hc[None, :] & ~park & ~roads
-            dst.write(np.stack([roads, houses]).astype(np.uint8) * 255, window=Window(0, r0, size, r.stop - r0))
+            roads = road_1d[r][:, None] | road_1d[None, :width]
+            houses = hr[r][:, None] & hc[None, :width] & ~park & ~roads
+            dst.write(np.stack([roads, houses]).astype(np.uint8) * 255, window=Window(0, r0, width, r.stop - r0))
     return path
 
 
@@ -474,6 +479,7 @@ def main() -> None:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--strip", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         args.kind = args.child

@@ -56,10 +56,17 @@ def _progress_reporter(mode: str) -> Iterator[ProgressFn | None]:
                 bar.close()
 
 
-def _run(job: Callable[[], Any]) -> Any:
-    """Run a core call; a SatgenError becomes a one-line message and exit status 1."""
+def _run(job: Callable[..., Any], progress_mode: str | None = None) -> Any:
+    """Run a core call; a SatgenError becomes a one-line message and exit status 1.
+
+    With ``progress_mode``, ``job`` is called with a progress callable (see
+    :func:`_progress_reporter`) whose bars are closed before any error is printed.
+    """
     try:
-        return job()
+        if progress_mode is None:
+            return job()
+        with _progress_reporter(progress_mode) as progress:
+            return job(progress)
     except SatgenError as err:
         click.echo(f"Error: {err}", err=True)
         sys.exit(1)
@@ -138,8 +145,7 @@ def mask(output: str, **kw: Any) -> None:
     from satgen_geo.mask import build_mask
 
     source, config = _mask_inputs(kw)
-    with _progress_reporter(kw["progress_mode"]) as progress:
-        result = _run(lambda: build_mask(output, source, config, progress=progress))
+    result = _run(lambda progress: build_mask(output, source, config, progress=progress), kw["progress_mode"])
     _done(f"wrote {result.path} ({result.grid.width}×{result.grid.height} px, {result.grid.gsd_m:g} m/px, "
           f"{result.grid.crs.to_string()}; {result.n_roads} roads, {result.n_buildings} buildings)", kw["progress_mode"])
 
@@ -184,8 +190,7 @@ def render(mask_path: str, output: str, **kw: Any) -> None:
     from satgen_geo.engine import render as render_mask
 
     model, config = _render_inputs(kw)
-    with _progress_reporter(kw["progress_mode"]) as progress:
-        result = _run(lambda: render_mask(mask_path, output, model, config, progress=progress))
+    result = _run(lambda progress: render_mask(mask_path, output, model, config, progress=progress), kw["progress_mode"])
     _done(f"wrote {result.path} ({result.grid.width}×{result.grid.height} px, {result.windows} windows "
           f"in {result.seconds:.1f} s on {result.device})", kw["progress_mode"])
 
@@ -201,8 +206,10 @@ def generate(output: str, mask_out: str | None, **kw: Any) -> None:
 
     source, mask_config = _mask_inputs(kw)
     model, render_config = _render_inputs(kw)
-    with _progress_reporter(kw["progress_mode"]) as progress:
-        result = _run(lambda: run_generate(output, source, model, mask_config, render_config, mask_out, progress))
+    result = _run(
+        lambda progress: run_generate(output, source, model, mask_config, render_config, mask_out, progress),
+        kw["progress_mode"],
+    )
     grid = result.image.grid
     _done(f"wrote {result.image.path} ({grid.width}×{grid.height} px, {grid.gsd_m:g} m/px, {grid.crs.to_string()}; "
           f"{result.mask.n_roads} roads, {result.mask.n_buildings} buildings)", kw["progress_mode"])
@@ -305,8 +312,7 @@ def train(data: tuple[str, ...], output: str, resume: str | None, progress_mode:
     from satgen_geo.train.trainer import TrainConfig, train as run_train
 
     config = TrainConfig(data=data, out_dir=output, **kw)
-    with _progress_reporter(progress_mode) as progress:
-        result = _run(lambda: run_train(config, resume, progress))
+    result = _run(lambda progress: run_train(config, resume, progress), progress_mode)
     val = "n/a" if result.val_l1 is None else f"{result.val_l1:.4f}"
     _done(f"trained {result.epochs_done} epochs ({result.steps_done} steps), held-out L1 {val}; "
           f"checkpoint {result.checkpoint}, model {result.exported}", progress_mode)

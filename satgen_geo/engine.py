@@ -1,9 +1,11 @@
 """Streaming render: mask GeoTIFF → windows → batched network → cosine blend → RGB GeoTIFF.
 
-Memory stays flat in the raster's height: the mask is read one lattice row of windows at a
-time, outputs are accumulated into a rolling float32 buffer a few hundred rows tall, and
+Memory stays flat whatever the raster size: the mask is read one lattice row of windows at
+a time, outputs are accumulated into a rolling float32 buffer a few hundred rows tall, and
 rows are written (in whole 256-row GeoTIFF blocks) as soon as no later window touches
-them. Reading the next band and writing finished rows run on an IO thread while the
+them. Rasters wider than ``RenderConfig.strip_px`` are rendered as vertical strips of that
+width, one after the other, each exactly like a ``region`` render, so the buffer's width is
+bounded too. Reading the next band and writing finished rows run on an IO thread while the
 network computes.
 
 Randomness follows the original SatGen-CV inference (Gaussian input noise, inference-time
@@ -73,6 +75,12 @@ class RenderConfig:
         Gaussian noise of this std (in 0–255 units) first, as the original did.
     overviews, cog
         Build internal overviews; rewrite the result as a Cloud Optimized GeoTIFF.
+    strip_px
+        Widest part of the raster blended at once (a multiple of 256). Wider rasters are
+        rendered in vertical strips of this width, which bounds memory (0.9 GB peak for a
+        512 × 65,536 px raster against 1.7 GB in one pass, ``benchmarks/bench_wide.py``) at
+        the cost of computing the windows on each strip border twice (about
+        ``tile_px / strip_px`` more work); the pixels are the same as in one pass.
     """
 
     seed: int = 0
@@ -86,6 +94,7 @@ class RenderConfig:
     empty_variance: float = 0.01
     overviews: bool = True
     cog: bool = False
+    strip_px: int = 8192
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,9 @@ def render(
     _keep_heap_mapped()
     if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or config.batch_size < 1:
         raise SatgenError(f"batch size {config.batch_size!r} must be a whole number of windows, at least 1")
+    if isinstance(config.strip_px, bool) or not isinstance(config.strip_px, int) or config.strip_px < BLOCK_PX \
+            or config.strip_px % BLOCK_PX:
+        raise SatgenError(f"strip width {config.strip_px!r} must be a positive multiple of {BLOCK_PX} px")
     started = time.perf_counter()
     with open_raster(mask) as src:
         _check_mask(src, mask)
@@ -137,17 +149,29 @@ def render(
         plan = plan_windows(src.height, src.width, model.spec.tile_px, overlap)
         region = _check_region(region, src)
         grid = Grid(src.crs, src.window_transform(region), int(region.width), int(region.height))
-        job = _Job(src, plan, region, WindowNetwork(model, config))
+        network = WindowNetwork(model, config)
+        jobs = [_Job(src, plan, strip, network, strip.col_off - region.col_off) for strip in _strips(region, config.strip_px)]
+        total = sum(job.total for job in jobs)
+        tick = report(progress)
         tags = _tags(src, model, config)
         out_profile = profile(grid, 3, photometric="RGB")
         with open_for_writing(output, out_profile, RGB_NAMES, tags, cog=config.cog, overviews=config.overviews) as dst:
             dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
-            job.run(dst, report(progress), cancel)
+            done = 0
+            for job in jobs:
+                job.run(dst, lambda d, _t, stage, before=done: tick(before + d, total, stage), cancel)
+                done += job.total
             if config.overviews:
                 build_overviews(dst)
     seconds = time.perf_counter() - started
-    log.info("rendered %d windows in %.1f s (%.2f windows/s)", job.total, seconds, job.total / max(seconds, 1e-9))
-    return RenderResult(Path(output), grid, job.total, seconds, str(model.device))
+    log.info("rendered %d windows in %.1f s (%.2f windows/s)", total, seconds, total / max(seconds, 1e-9))
+    return RenderResult(Path(output), grid, total, seconds, str(model.device))
+
+
+def _strips(region: Window, strip_px: int) -> list[Window]:
+    """``region`` cut into vertical strips at most ``strip_px`` wide."""
+    c0, width = int(region.col_off), int(region.width)
+    return [Window(c0 + x, region.row_off, min(strip_px, width - x), region.height) for x in range(0, width, strip_px)]
 
 
 @functools.cache
@@ -267,11 +291,14 @@ class _Job:
     Every network call gets exactly ``batch_size`` windows (the last one padded with empty
     windows whose outputs are dropped): the convolution kernels then see the same batch
     shape everywhere, so a window's pixels do not depend on which windows share its batch
-    and a ``region`` render equals the same area of a full render bit for bit.
+    and a ``region`` render equals the same area of a full render bit for bit. The output
+    goes to ``dst`` from column ``dst_col`` on (a strip of a wider render).
     """
 
-    def __init__(self, src: rasterio.DatasetReader, plan: WindowPlan, region: Window, network: WindowNetwork) -> None:
-        self.src, self.plan, self.network = src, plan, network
+    def __init__(
+        self, src: rasterio.DatasetReader, plan: WindowPlan, region: Window, network: WindowNetwork, dst_col: int = 0
+    ) -> None:
+        self.src, self.plan, self.network, self.dst_col = src, plan, network, dst_col
         self.r0, self.c0 = int(region.row_off), int(region.col_off)
         self.height, self.width = int(region.height), int(region.width)
         tile = plan.tile_px
@@ -282,11 +309,19 @@ class _Job:
         self.has_mask = any(MaskFlags.per_dataset in flags for flags in src.mask_flag_enums)
         # rows not yet written: < 1 block of final rows, plus the lattice rows one batch can span
         spanned = -(-network.config.batch_size // len(self.cols)) + 1
-        self.buffer = np.zeros((3, BLOCK_PX + spanned * plan.stride + tile, self.width), dtype=np.float32)
+        self.buffer_shape = (3, BLOCK_PX + spanned * plan.stride + tile, self.width)
+        self.buffer = np.empty((3, 0, 0), dtype=np.float32)  # allocated by run(), freed after it
         self.buffer_row = 0  # region row held in buffer[:, 0]
 
     def run(self, dst: rasterio.io.DatasetWriter, tick: ProgressFn, cancel: CancelFn | None) -> None:
         """Render every window into ``dst``."""
+        self.buffer = np.zeros(self.buffer_shape, dtype=np.float32)
+        try:
+            self._run(dst, tick, cancel)
+        finally:
+            self.buffer = np.empty((3, 0, 0), dtype=np.float32)
+
+    def _run(self, dst: rasterio.io.DatasetWriter, tick: ProgressFn, cancel: CancelFn | None) -> None:
         size = self.network.config.batch_size
         done = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="satgen-io") as io:
@@ -366,7 +401,7 @@ class _Job:
             self.buffer_row += n
 
     def _write(self, dst: rasterio.io.DatasetWriter, row: int, rgb: np.ndarray) -> None:
-        window = Window(0, row, self.width, rgb.shape[1])
+        window = Window(self.dst_col, row, self.width, rgb.shape[1])
         dst.write(rgb, window=window)
         if self.has_mask:
             src_window = Window(self.c0, self.r0 + row, self.width, rgb.shape[1])

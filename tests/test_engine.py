@@ -406,24 +406,25 @@ class _RecordingJob(engine._Job):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.mask = self.src.read()
-        self.reference = np.zeros((3, self.height, self.width), dtype=np.float32)
+        self.reference = np.zeros((3, self.plan.height, self.plan.width), dtype=np.float32)  # whole raster
         self.buffer_shapes: set[tuple[int, ...]] = set()
         self.accumulated: list[int] = []
         self.flushes: list[tuple[int, int, int]] = []  # (row, rows, windows accumulated so far)
         self.writes: list[tuple[int, int]] = []
         self.bad_inputs: list[int] = []
+        self.inputs = 0
         type(self).instances.append(self)
 
-    def _batches(self, lattice_row, band):  # noqa: ANN001, ANN202
+    def _windows(self, io):  # noqa: ANN001, ANN202
         tile = self.plan.tile_px
-        for batch in super()._batches(lattice_row, band):
-            for window, patch in batch:
-                expected = np.zeros((2, tile, tile), dtype=np.uint8)
-                rows = self.mask[:, window.row_off : window.row_off + tile, window.col_off : window.col_off + tile]
-                expected[:, : rows.shape[1], : rows.shape[2]] = rows
-                if patch.shape != expected.shape or not np.array_equal(patch, expected):
-                    self.bad_inputs.append(window.index)
-            yield batch
+        for window, patch in super()._windows(io):
+            expected = np.zeros((2, tile, tile), dtype=np.uint8)
+            rows = self.mask[:, window.row_off : window.row_off + tile, window.col_off : window.col_off + tile]
+            expected[:, : rows.shape[1], : rows.shape[2]] = rows
+            if patch.shape != expected.shape or not np.array_equal(patch, expected):
+                self.bad_inputs.append(window.index)
+            self.inputs += 1
+            yield window, patch
 
     def _accumulate(self, window, rgb) -> None:  # noqa: ANN001
         super()._accumulate(window, rgb)
@@ -456,7 +457,7 @@ def test_streaming_render_2048(tmp_path: Path, tiny: LoadedModel, monkeypatch: p
     assert (plan.rows, plan.cols) == (15, 15)
     # every window once, fed the mask under it (zero beyond the edge)
     assert sorted(job.accumulated) == list(range(len(plan)))
-    assert job.bad_inputs == []
+    assert job.inputs == len(plan) and job.bad_inputs == []
     # the rolling buffer never grows: one GeoTIFF block of rows plus the lattice rows a batch spans
     # (a batch of 8 of the 15 windows per lattice row touches at most 2 lattice rows)
     assert job.buffer_shapes == {(3, BLOCK_PX + 2 * plan.stride + plan.tile_px, size)}
@@ -473,6 +474,43 @@ def test_streaming_render_2048(tmp_path: Path, tiny: LoadedModel, monkeypatch: p
     rgb = _read(tmp_path / "o.tif")
     assert rgb.std() > 5
     np.testing.assert_array_equal(rgb, expected)
+
+
+def test_wide_raster_renders_in_strips_with_the_same_pixels(
+    mask_900: Path, tiny: LoadedModel, full_900: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _RecordingJob.instances = []
+    monkeypatch.setattr(engine, "_Job", _RecordingJob)
+    ticks: list[tuple[int, int, str]] = []
+    result = render(mask_900, tmp_path / "o.tif", tiny, RenderConfig(seed=21, batch_size=1, strip_px=256),
+                    progress=lambda d, t, s: ticks.append((d, t, s)))
+    np.testing.assert_array_equal(_read(tmp_path / "o.tif"), full_900)
+    jobs = _RecordingJob.instances
+    assert [(job.c0, job.dst_col, job.width) for job in jobs] == [(0, 0, 256), (256, 256, 256), (512, 512, 256), (768, 768, 132)]
+    assert all(job.inputs == job.total and job.bad_inputs == [] for job in jobs)
+    assert {shape[2] for job in jobs for shape in job.buffer_shapes} == {256, 132}  # never the raster's 900
+    assert all(job.buffer.size == 0 for job in jobs)  # each strip's buffer is freed before the next one
+    plan = plan_windows(700, 900, 256, 128)
+    assert (plan.rows, plan.cols) == (5, 7)
+    # the windows on each of the three strip borders are computed twice: one per lattice row
+    assert result.windows == sum(job.total for job in jobs) == len(plan) + 3 * plan.rows
+    assert [d for d, _, _ in ticks] == list(range(1, result.windows + 1))
+    assert {(t, s) for _, t, s in ticks} == {(result.windows, "render")}
+
+
+def test_strips_carry_the_source_mask(aoi_mask: Path, aoi_render: Path, tiny: LoadedModel, tmp_path: Path) -> None:
+    render(aoi_mask, tmp_path / "o.tif", tiny, RenderConfig(seed=5, batch_size=8, strip_px=512))
+    with rasterio.open(tmp_path / "o.tif") as ds, rasterio.open(aoi_render) as whole:
+        assert ds.width > 1024  # three strips
+        np.testing.assert_array_equal(ds.read(), whole.read())
+        np.testing.assert_array_equal(ds.dataset_mask(), whole.dataset_mask())
+
+
+@pytest.mark.parametrize("strip_px", [0, 100, 300, True, 512.0])
+def test_bad_strip_width(small_mask: Path, tiny: LoadedModel, tmp_path: Path, strip_px: object) -> None:
+    with pytest.raises(SatgenError, match="multiple of 256"):
+        render(small_mask, tmp_path / "o.tif", tiny, RenderConfig(strip_px=strip_px))  # type: ignore[arg-type]
+    assert _leftovers(tmp_path) == []
 
 
 # --------------------------------------------------------------------------- cancel
