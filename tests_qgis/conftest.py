@@ -91,6 +91,18 @@ def set_toolkit(value: str) -> None:
     ProcessingConfig.setSettingValue(SETTING_NAME, value)
 
 
+def write_utm_raster(path: Path, bands: int) -> Path:
+    """An 8 x 8 px zero GeoTIFF of ``bands`` uint8 bands, 1 m pixels in EPSG:32635."""
+    from osgeo import gdal
+    from qgis.core import QgsCoordinateReferenceSystem
+
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), 8, 8, bands, gdal.GDT_Byte)
+    dataset.SetGeoTransform((500000, 1, 0, 6700000, 0, -1))
+    dataset.SetProjection(QgsCoordinateReferenceSystem("EPSG:32635").toWkt())
+    del dataset  # closes and flushes the file
+    return path
+
+
 @pytest.fixture(scope="session")
 def toolkit_cli() -> str:
     if not Path(TEST_CLI).exists():

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import processing
 import pytest
-from conftest import LAYERS
+from conftest import LAYERS, write_utm_raster
 from osgeo import gdal
 from qgis.core import (
     QgsCoordinateReferenceSystem,
@@ -185,21 +185,13 @@ def test_mask_raster_to_imagery(drawn_layers, tiny_checkpoint, tmp_path):
 
 
 def test_mask_raster_rejects_wrong_band_count(tiny_checkpoint, tmp_path):
-    path = tmp_path / "rgb.tif"
-    dataset = gdal.GetDriverByName("GTiff").Create(str(path), 8, 8, 3, gdal.GDT_Byte)
-    dataset.SetGeoTransform((500000, 1, 0, 6700000, 0, -1))
-    dataset.SetProjection(QgsCoordinateReferenceSystem("EPSG:32635").toWkt())
-    del dataset
+    path = write_utm_raster(tmp_path / "rgb.tif", 3)
     with pytest.raises(QgsProcessingException, match="has 3 band"):
         processing.run("satgen:generatefrommask", {"MASK": str(path), "OUTPUT": str(tmp_path / "o.tif")})
 
 
 def test_toolkit_error_line_is_reported(tmp_path):
-    mask = tmp_path / "mask.tif"
-    dataset = gdal.GetDriverByName("GTiff").Create(str(mask), 8, 8, 2, gdal.GDT_Byte)
-    dataset.SetGeoTransform((500000, 1, 0, 6700000, 0, -1))
-    dataset.SetProjection(QgsCoordinateReferenceSystem("EPSG:32635").toWkt())
-    del dataset
+    mask = write_utm_raster(tmp_path / "mask.tif", 2)
     bogus = tmp_path / "not-a-model.safetensors"
     bogus.write_bytes(b"this is not a checkpoint")
     output = tmp_path / "o.tif"

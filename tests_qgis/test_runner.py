@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TEST_CLI, set_toolkit
+from conftest import TEST_CLI, set_toolkit, write_utm_raster
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 from satgen import runner
@@ -111,14 +111,8 @@ def test_existing_output_survives_a_failed_run(fake_toolkit, tmp_path):
 
 def test_cli_options_in_errors_are_named_as_parameters(fake_toolkit, tmp_path):
     import processing
-    from osgeo import gdal
-    from qgis.core import QgsCoordinateReferenceSystem
 
-    mask = tmp_path / "mask.tif"
-    dataset = gdal.GetDriverByName("GTiff").Create(str(mask), 8, 8, 2, gdal.GDT_Byte)
-    dataset.SetGeoTransform((500000, 1, 0, 6700000, 0, -1))
-    dataset.SetProjection(QgsCoordinateReferenceSystem("EPSG:32635").toWkt())
-    del dataset
+    mask = write_utm_raster(tmp_path / "mask.tif", 2)
     fake_toolkit("print('Error: the default model is not installed; pass --checkpoint PATH', file=sys.stderr)\n"
                  "sys.exit(1)\n")
     expected = r"pass --checkpoint PATH \(in QGIS: --checkpoint = 'Generator model"
