@@ -34,13 +34,15 @@ import torch
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.windows import Window
 
-from satgen_geo.errors import CRSError, InputFileError, SatgenError
+from satgen_geo._validate import check_int
+from satgen_geo.errors import CRSError, InputFileError, LimitError, SatgenError
 from satgen_geo.geotiff import BLOCK_PX, OSM_ATTRIBUTION, build_overviews, open_for_writing, open_raster, profile
 from satgen_geo.grid import Grid
 from satgen_geo.model.loaded import LoadedModel
+from satgen_geo.model.spec import ModelSpec
 from satgen_geo.progress import CancelFn, ProgressFn, check_cancel, report
 from satgen_geo.rasterize import BAND_NAMES
-from satgen_geo.tiling import TileWindow, WindowPlan, finished_rows, plan_windows, window_seed, window_weights
+from satgen_geo.tiling import TileWindow, WindowPlan, count_windows, finished_rows, plan_windows, window_seed, window_weights
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,11 @@ class RenderConfig:
         Gaussian noise of this std (in 0–255 units) first, as the original did.
     overviews, cog
         Build internal overviews; rewrite the result as a Cloud Optimized GeoTIFF.
+    max_windows
+        The most windows one render may compute (checked before any work by
+        :func:`check_work`); raise it for larger jobs.
+    max_batch_size
+        The largest accepted ``batch_size`` (memory grows with it); raise it on a large GPU.
     strip_px
         Widest part of the raster blended at once (a multiple of 256). Wider rasters are
         rendered in vertical strips of this width, which bounds memory (0.9 GB peak for a
@@ -95,6 +102,39 @@ class RenderConfig:
     overviews: bool = True
     cog: bool = False
     strip_px: int = 8192
+    max_windows: int = 250_000
+    max_batch_size: int = 64
+
+
+def check_work(height: int, width: int, spec: ModelSpec, config: RenderConfig) -> int:
+    """Check a render of a ``height`` × ``width`` px mask against the limits; return its window count.
+
+    Runs in constant time before anything is read or allocated. The overlap must leave a
+    stride of at least 1/8 window (``0 <= overlap_px <= tile_px * 7 // 8``, 224 px for the
+    usual 256 px window), and the number of windows must not exceed ``config.max_windows``.
+
+    Raises
+    ------
+    ConfigError
+        On an overlap outside its range (``param="overlap_px"``).
+    LimitError
+        When the render needs more windows than ``config.max_windows`` (``param="max_windows"``).
+    """
+    overlap = spec.overlap_px if config.overlap_px is None else config.overlap_px
+    check_int(overlap, "overlap_px", "window overlap (px)", minimum=0, maximum=max_overlap(spec.tile_px))
+    windows = count_windows(height, width, spec.tile_px, overlap)
+    if windows > config.max_windows:
+        raise LimitError(
+            f"a {width}×{height} px render at {overlap} px overlap needs {windows:,} windows, over the limit of "
+            f"{config.max_windows:,} windows; use a smaller overlap or area, or raise the window limit",
+            param="max_windows",
+        )
+    return windows
+
+
+def max_overlap(tile_px: int) -> int:
+    """The largest accepted window overlap for ``tile_px`` windows (a stride of 1/8 window)."""
+    return tile_px - tile_px // 8
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ __all__ = [
     "TileWindow",
     "WindowPlan",
     "band_rows",
+    "count_windows",
     "finished_rows",
     "plan_windows",
     "window_seed",
@@ -224,6 +225,17 @@ def plan_windows(
         On a non-integer, non-positive size or tile, or an overlap outside ``[0, tile_px)``.
     """
     return WindowPlan(height, width, tile_px, overlap_px, origin)
+
+
+def count_windows(height: int, width: int, tile_px: int = 256, overlap_px: int = 128) -> int:
+    """The number of windows :func:`plan_windows` would plan, computed without planning them.
+
+    Constant time and memory whatever the raster size, so a front end can bound the work
+    of a job before anything is allocated.
+    """
+    stride = tile_px - overlap_px
+    rows, cols = (max(1, -((tile_px - length) // stride) + 1) for length in (height, width))
+    return rows * cols
 
 
 def window_weights(window: TileWindow, plan: WindowPlan) -> np.ndarray:
