@@ -29,7 +29,8 @@ own (a fork+exec child inherits the parent's peak). Before each timed part the s
 they did not (NOISY). Allocator: with glibc's default dynamic mmap threshold, PyTorch's
 large activation buffers go back to the kernel after every forward and fault in again
 (~100k minor faults per batch-8 forward), which costs 25-35 % of the network's speed on
-CPU; the "no mmap/trim" rows show what raising the thresholds would give.
+CPU; ours runs with :func:`satgen_geo.runtime.tune_allocator` applied, as the ``satgen`` CLI and
+server apply it at start-up, and the "no mmap/trim" rows give the baseline the same setting.
 
 Run: ``python benchmarks/bench_render.py [--skip-large]`` (about 5 minutes on 2 idle CPU
 cores; targets: ours ≥ 1.8× the baseline's windows/s, ours ≤ 1.5 GB peak RSS at both sizes).
@@ -64,6 +65,7 @@ from satgen_geo.model.checkpoint import count_parameters, save_generator
 from satgen_geo.model.generator import UNetGenerator
 from satgen_geo.model.loaded import load_model
 from satgen_geo.model.spec import ModelSpec
+from satgen_geo.runtime import tune_allocator
 from satgen_geo.tiling import plan_windows, window_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,6 +247,8 @@ def child(args: argparse.Namespace) -> None:
         rates = bare_rates(Path(args.model), [int(b) for b in args.batches.split(",")])
         print("RESULT " + json.dumps({"rates": rates}), flush=True)
         return
+    if args.kind == "ours":
+        tune_allocator()  # as the satgen CLI and server do at start-up (the library itself never does)
     loaded = load_model(args.model, "cpu")
     generator = loaded.generator.set_mc_dropout(False)
     with torch.inference_mode():  # warm-up: one forward, in the layout and batch the render will use

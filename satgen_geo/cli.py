@@ -1,23 +1,20 @@
-"""The ``satgen`` command line. Each command parses, calls one core function, maps errors."""
+"""The ``satgen`` command line. Each command parses, calls one core function; errors are mapped.
+
+How it reports (one ``Error:`` line, exit statuses, logs and warnings, JSON lines for
+``--progress json``) is :mod:`satgen_geo.cli_report`'s job.
+"""
 
 from __future__ import annotations
 
 import json
-import logging
-import signal
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from satgen_geo.errors import SatgenError
-from satgen_geo.osm.roads import RoadConfig
-from satgen_geo.progress import ProgressFn
-
-log = logging.getLogger("satgen_geo")
+from satgen_geo._validate import check_int
+from satgen_geo.cli_report import SatgenGroup, progress_reporter, start
 
 
 def _bbox(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
@@ -26,69 +23,34 @@ def _bbox(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
     try:
         return tuple(float(v) for v in value.split(","))
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not four numbers; use --bbox W,S,E,N, e.g. 26.93,60.52,26.97,60.54")
-
-
-@contextmanager
-def _progress_reporter(mode: str) -> Iterator[ProgressFn | None]:
-    """Adapt ``progress(done, total, stage)`` to tqdm bars, JSON lines on stdout, or nothing."""
-    if mode == "none":
-        yield None
-    elif mode == "json":
-        def emit(done: int, total: int, stage: str) -> None:
-            click.echo(json.dumps({"stage": stage, "done": done, "total": total}), nl=True)
-            sys.stdout.flush()
-        yield emit
-    else:
-        from tqdm import tqdm
-
-        bars: dict[str, Any] = {}
-
-        def update(done: int, total: int, stage: str) -> None:
-            bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, leave=True))
-            bar.total = total
-            bar.update(done - bar.n)
-
-        try:
-            yield update
-        finally:
-            for bar in bars.values():
-                bar.close()
+        raise click.BadParameter(f"{value!r} is not four numbers; use --bbox W,S,E,N, e.g. 26.93,60.52,26.97,60.54") from None
 
 
 def _run(job: Callable[..., Any], progress_mode: str | None = None) -> Any:
-    """Run a core call; a SatgenError becomes a one-line message and exit status 1.
+    """Run a core call; with ``progress_mode``, ``job`` gets a progress callable (closed before any error shows).
 
-    With ``progress_mode``, ``job`` is called with a progress callable (see
-    :func:`_progress_reporter`) whose bars are closed before any error is printed.
+    Errors need no handling here: every command runs inside :class:`~satgen_geo.cli_report.SatgenCommand`.
     """
-    try:
-        if progress_mode is None:
-            return job()
-        with _progress_reporter(progress_mode) as progress:
-            return job(progress)
-    except SatgenError as err:
-        click.echo(f"Error: {err}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("Interrupted; no output was written", err=True)
-        sys.exit(130)
+    if progress_mode is None:
+        return job()
+    with progress_reporter(progress_mode) as progress:
+        return job(progress)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=SatgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="satgen-geo")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def main(verbose: int) -> None:
-    """satgen: OpenStreetMap roads and buildings → georeferenced synthetic aerial imagery."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
-    # a terminated CLI (e.g. a cancelled QGIS job) unwinds normally, so temp outputs are removed
-    signal.signal(signal.SIGTERM, _terminated)
+@click.option("-v", "--verbose", count=True, help="More log output (-v info and other libraries' messages, -vv debug).")
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
+    """satgen: OpenStreetMap roads and buildings → georeferenced synthetic aerial imagery.
 
+    Errors are one line on stderr starting with 'Error:': exit status 1, or 2 for a command
+    line that cannot be parsed; Ctrl-C exits with 130. Other libraries' messages show with -v.
+    """
+    from satgen_geo.runtime import tune_allocator
 
-def _terminated(signum: int, frame: object) -> None:
-    click.echo("Terminated; no output was written", err=True)
-    sys.exit(128 + signum)
+    start(ctx, verbose)
+    tune_allocator()
 
 
 def _progress_option(func: Callable) -> Callable:
@@ -101,16 +63,18 @@ def _progress_option(func: Callable) -> Callable:
 def _source_options(func: Callable) -> Callable:
     options = [
         click.option("--bbox", callback=_bbox, metavar="W,S,E,N", help="Area in EPSG:4326 degrees: west,south,east,north."),
-        click.option("--aoi", type=click.Path(dir_okay=False), help="Polygon file (GeoJSON/GeoPackage/…, any CRS) of the area."),
-        click.option("--osm", type=click.Path(dir_okay=False), help="Local OSM extract (.osm/.osm.bz2/.osm.pbf) or vector file; offline."),
-        click.option("--roads", type=click.Path(dir_okay=False), help="Vector file of road lines (any CRS)."),
-        click.option("--buildings", type=click.Path(dir_okay=False), help="Vector file of building polygons (any CRS)."),
-        click.option("--gsd", type=float, default=1.0, show_default=True, help="Pixel size in metres."),
-        click.option("--crs", default="auto", show_default=True, help="Output CRS: auto (UTM zone) or a metric CRS like EPSG:3067."),
+        click.option("--aoi", metavar="FILE", type=click.Path(dir_okay=False), help="Polygon file (GeoJSON/GeoPackage/…, any CRS) of the area."),
+        click.option("--osm", metavar="FILE", type=click.Path(dir_okay=False), help="Local OSM extract (.osm/.osm.bz2/.osm.pbf) or vector file; offline."),
+        click.option("--roads", metavar="FILE", type=click.Path(dir_okay=False), help="Vector file of road lines (any CRS)."),
+        click.option("--buildings", metavar="FILE", type=click.Path(dir_okay=False), help="Vector file of building polygons (any CRS)."),
+        click.option("--gsd", type=float, default=1.0, show_default=True, help="Pixel size in metres (above 0)."),
+        click.option("--crs", default="auto", show_default=True, help="Output CRS: auto (UTM zone) or a metric CRS like EPSG:3067 made for the area."),
         click.option("--include-highway", multiple=True, metavar="CLASS", help="Also draw this highway class (e.g. footway). Repeatable."),
         click.option("--exclude-highway", multiple=True, metavar="CLASS", help="Do not draw this highway class. Repeatable."),
         click.option("--overpass-url", default=None, help="Overpass API base URL (default overpass-api.de)."),
-        click.option("--max-area-km2", type=float, default=None, help="Largest area to download from Overpass [50]."),
+        click.option("--max-area-km2", type=float, default=None, help="Largest area to download from Overpass, above 0 [50]."),
+        click.option("--max-pixels", type=int, default=None,
+                     help="Largest mask (width × height px) built; larger jobs stop before any work [2000000000]."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -123,18 +87,20 @@ def _overpass(url: str | None, max_area_km2: float | None = None) -> Any:
 
     from satgen_geo.osm.fetch import OverpassConfig
 
-    given = {"url": url, "max_area_km2": max_area_km2}
+    given: dict[str, Any] = {"url": url, "max_area_km2": max_area_km2}
     return replace(OverpassConfig(), **{k: v for k, v in given.items() if v is not None})
 
 
 def _mask_inputs(kw: dict[str, Any]) -> tuple[Any, Any]:
     """Build ``(MaskSource, MaskConfig)`` from the shared source options."""
     from satgen_geo.mask import MaskConfig, MaskSource
+    from satgen_geo.osm.roads import RoadConfig
 
     overpass = _overpass(kw["overpass_url"], kw["max_area_km2"])
-    classes = (RoadConfig().classes | set(kw["include_highway"])) - set(kw["exclude_highway"])
+    roads = RoadConfig(classes=frozenset((RoadConfig().classes | set(kw["include_highway"])) - set(kw["exclude_highway"])))
     source = MaskSource(kw["bbox"], kw["aoi"], kw["osm"], kw["roads"], kw["buildings"], overpass)
-    return source, MaskConfig(gsd_m=kw["gsd"], crs=kw["crs"], roads=RoadConfig(classes=frozenset(classes)))
+    limit = {"max_pixels": kw["max_pixels"]} if kw["max_pixels"] is not None else {}
+    return source, MaskConfig(gsd_m=kw["gsd"], crs=kw["crs"], roads=roads, **limit)
 
 
 @main.command()
@@ -155,8 +121,10 @@ def _render_options(func: Callable) -> Callable:
         click.option("--checkpoint", type=click.Path(dir_okay=False), help="Generator checkpoint (.pth or .safetensors); default: the shipped model."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed; the same seed and batch size give bit-identical output."),
         click.option("--deterministic", is_flag=True, help="No input noise or dropout: output depends on the mask only."),
-        click.option("--overlap", type=int, default=None, help="Window overlap in pixels [model's, 128]."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Windows per network call."),
+        click.option("--overlap", type=int, default=None, help="Window overlap in pixels, 0 to 7/8 of the window (224 of 256) [model's, 128]."),
+        click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per network call, 1 to --max-batch-size."),
+        click.option("--max-batch-size", type=int, default=None, help="Largest accepted --batch-size (memory grows with it) [64]."),
+        click.option("--max-windows", type=int, default=None, help="Most windows one render may compute; larger jobs stop before any work [250000]."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True, help="Autocast dtype on CUDA (ignored on CPU)."),
         click.option("--cog", is_flag=True, help="Write a Cloud Optimized GeoTIFF."),
@@ -172,12 +140,12 @@ def _render_inputs(kw: dict[str, Any]) -> tuple[Any, Any]:
     from satgen_geo.engine import RenderConfig
     from satgen_geo.model.loaded import load_model
 
-    model = _run(lambda: load_model(kw["checkpoint"], kw["device"]))
+    limits = {name: kw[name] for name in ("max_batch_size", "max_windows") if kw[name] is not None}
     config = RenderConfig(
         seed=kw["seed"], deterministic=kw["deterministic"], overlap_px=kw["overlap"], batch_size=kw["batch_size"],
-        device=kw["device"], precision=kw["precision"], overviews=not kw["no_overviews"], cog=kw["cog"],
+        precision=kw["precision"], overviews=not kw["no_overviews"], cog=kw["cog"], **limits,
     )
-    return model, config
+    return load_model(kw["checkpoint"], kw["device"]), config
 
 
 @main.command()
@@ -202,9 +170,11 @@ def render(mask_path: str, output: str, **kw: Any) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="RGB GeoTIFF to write.")
 def generate(output: str, mask_out: str | None, **kw: Any) -> None:
     """Area → OSM mask → synthetic RGB GeoTIFF in one go."""
+    from satgen_geo.mask import plan_mask
     from satgen_geo.pipeline import generate as run_generate
 
     source, mask_config = _mask_inputs(kw)
+    plan_mask(source, mask_config)  # a mask too large, or an unsuitable CRS, stops before the model loads
     model, render_config = _render_inputs(kw)
     result = _run(
         lambda progress: run_generate(output, source, model, mask_config, render_config, mask_out, progress),
@@ -309,10 +279,10 @@ def dataset_from_ortho(ortho: str, osm: str | None, overpass_url: str | None, ou
 @_progress_option
 def train(data: tuple[str, ...], output: str, resume: str | None, progress_mode: str, **kw: Any) -> None:
     """Train the generator (Pix2Pix: PatchGAN + L1 + VGG-19 perceptual loss) on prepared data."""
-    from satgen_geo.train.trainer import TrainConfig, train as run_train
+    from satgen_geo.train.trainer import TrainConfig
+    from satgen_geo.train.trainer import train as run_train
 
-    config = TrainConfig(data=data, out_dir=output, **kw)
-    result = _run(lambda progress: run_train(config, resume, progress), progress_mode)
+    result = _run(lambda progress: run_train(TrainConfig(data=data, out_dir=output, **kw), resume, progress), progress_mode)
     val = "n/a" if result.val_l1 is None else f"{result.val_l1:.4f}"
     _done(f"trained {result.epochs_done} epochs ({result.steps_done} steps), held-out L1 {val}; "
           f"checkpoint {result.checkpoint}, model {result.exported}", progress_mode)
@@ -356,7 +326,6 @@ def evaluate(data: str | None, split: str, checkpoint: str | None, stochastic: b
         if not output:
             raise click.UsageError("--data needs -o/--output for the report and contact sheet")
         model = _run(lambda: load_model(checkpoint, device))
-        Path(output).mkdir(parents=True, exist_ok=True)
         report = _run(lambda: ev.run_evaluation(model, data, split, out_dir=output, deterministic=not stochastic, seed=seed))
         for name, values in (("model", report["metrics"]), *report["baselines"].items()):
             click.echo(f"{name:<22} " + "  ".join(f"{k}={_fmt(v)}" for k, v in values.items() if k != "source"))
@@ -371,28 +340,40 @@ def _fmt(value: Any) -> str:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Generator checkpoint (default: the shipped model).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--cors-origin", "cors_origins", multiple=True, help="Allowed browser origin (repeatable; default: localhost:5173 and :3000).")
 @click.option("--max-upload-mb", type=float, default=20.0, show_default=True, help="Largest accepted upload.")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=4096 * 4096, show_default=True, help="Largest output image (width × height).")
-@click.option("--queue-size", type=click.IntRange(min=1), default=4, show_default=True, help="Jobs running + waiting; more get 503.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Jobs rendered at once.")
+@click.option("--max-pixels", type=int, default=4096 * 4096, show_default=True, help="Largest output image (width × height).")
+@click.option("--queue-size", type=int, default=4, show_default=True, help="Jobs running + waiting; more get 503.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Jobs rendered at once.")
 @click.option("--overpass-url", default=None, help="Overpass API base URL for /generate/bbox.")
+@click.option("--max-windows", type=int, default=4096, show_default=True,
+              help="Most network windows one request may need (its size and overlap decide it); more get 413.")
 def serve(host: str, port: int, checkpoint: str | None, device: str, cors_origins: tuple[str, ...], max_upload_mb: float,
-          max_pixels: int, queue_size: int, workers: int, overpass_url: str | None) -> None:
+          max_pixels: int, queue_size: int, workers: int, overpass_url: str | None, max_windows: int) -> None:
     """Serve the model over HTTP (FastAPI), compatible with the original web mask editor."""
     try:
-        from satgen_geo.api import DEFAULT_CORS_ORIGINS, ApiSettings, serve as run_server
+        from satgen_geo.api import DEFAULT_CORS_ORIGINS, ApiSettings
+        from satgen_geo.api import serve as run_server
     except ImportError as err:
-        raise click.ClickException(f"the HTTP API needs its extra ({err.name} is missing): pip install 'satgen-geo[api]'")
-    settings = ApiSettings(
-        checkpoint=checkpoint, device=device, cors_origins=cors_origins or DEFAULT_CORS_ORIGINS,
-        max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_output_pixels=max_pixels, queue_size=queue_size,
-        workers=workers, overpass=_overpass(overpass_url),
-    )
-    _run(lambda: run_server(settings, host=host, port=port))
+        raise click.ClickException(
+            f"the HTTP API needs its extra ({err.name} is missing): pip install 'satgen-geo[api]'"
+        ) from None
+    from satgen_geo.runtime import tune_allocator
+
+    def start() -> None:
+        check_int(port, "port", "port", maximum=65535)
+        settings = ApiSettings(
+            checkpoint=checkpoint, device=device, cors_origins=cors_origins or DEFAULT_CORS_ORIGINS,
+            max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_output_pixels=max_pixels, queue_size=queue_size,
+            workers=workers, overpass=_overpass(overpass_url), max_windows=max_windows,
+        )
+        tune_allocator()
+        run_server(settings, host=host, port=port)
+
+    _run(start)
 
 
 def _done(message: str, progress_mode: str) -> None:

@@ -24,4 +24,4 @@ def report(progress: ProgressFn | None) -> ProgressFn:
 def check_cancel(cancel: CancelFn | None) -> None:
     """Raise :class:`CancelledError` if ``cancel`` says so."""
     if cancel is not None and cancel():
-        raise CancelledError("cancelled by the user; no output was written")
+        raise CancelledError("cancelled by the user; unfinished outputs were removed")

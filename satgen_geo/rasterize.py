@@ -7,6 +7,7 @@ window through a spatial index, so memory is bounded by the window, not the area
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,10 +66,13 @@ def rasterize_aoi(aoi_geometry: shapely.Geometry, grid: Grid, window: Window) ->
     return out
 
 
-def iter_blocks(grid: Grid, block_px: int) -> list[Window]:
-    """Row-major windows of at most ``block_px`` × ``block_px`` covering the grid."""
-    return [
-        Window(col, row, min(block_px, grid.width - col), min(block_px, grid.height - row))
-        for row in range(0, grid.height, block_px)
-        for col in range(0, grid.width, block_px)
-    ]
+def iter_blocks(grid: Grid, block_px: int) -> Iterator[Window]:
+    """Row-major windows of at most ``block_px`` × ``block_px`` covering the grid (made one at a time)."""
+    for row in range(0, grid.height, block_px):
+        for col in range(0, grid.width, block_px):
+            yield Window(col, row, min(block_px, grid.width - col), min(block_px, grid.height - row))
+
+
+def count_blocks(grid: Grid, block_px: int) -> int:
+    """How many windows :func:`iter_blocks` yields."""
+    return -(-grid.width // block_px) * -(-grid.height // block_px)

@@ -1,20 +1,21 @@
 """How: the window lattice, blend weights and per-window seeds for tiled inference.
 
 Pure functions over integers and small numpy arrays; no file IO, no torch. The render
-engine plans windows over a ``(height, width)`` raster with :func:`plan_windows`, reads
-each window of the mask boundlessly (pixels outside the raster read as zeros), runs the
-network, multiplies the output by :func:`window_weights`, and adds the product into the
-output at :func:`window_slices`. Windows come in row-major order; after lattice row ``r``
-is accumulated, output rows ``[0, finished_rows(plan, r))`` are final.
+engine plans the windows of the *whole* mask with :func:`plan_windows`, even when it renders
+only a part of it: :meth:`WindowPlan.covering` gives the lattice rows and columns whose
+windows touch that part, so a part is rendered with exactly the windows, weights and seeds
+of a full render. Each window's mask is read boundlessly (pixels outside the raster read as
+zeros; :func:`band_rows` gives the raster rows under a lattice row), the network's output
+is multiplied by :func:`window_weights` and added into the output at
+:func:`window_slices` (see :class:`satgen_geo.blend.BlendBuffer`). Windows come in
+row-major order; after lattice row ``r`` is accumulated, output rows
+``[0, finished_rows(plan, r))`` are final. :func:`count_windows` counts a plan's windows in
+constant time, to bound a job before anything is allocated.
 
 Lattice
-    Windows sit at multiples of ``stride = tile_px - overlap_px`` in *global* lattice
-    pixels. By default the raster's pixel ``(0, 0)`` is global pixel ``(0, 0)``, so the
-    first window starts at 0 and the last one may run past the right/bottom edge. With
-    ``origin=(row0, col0)`` the raster's pixel ``(0, 0)`` is global pixel
-    ``(row0, col0)``: the windows are those of the same global lattice, so a sub-area
-    aligned to the lattice gets the same windows (offsets shifted by ``origin``) and,
-    through :func:`window_seed` on global offsets, the same per-window seeds.
+    Windows start at multiples of ``stride = tile_px - overlap_px``: the first at pixel
+    ``(0, 0)``, the last of each axis possibly running past the right/bottom edge. A
+    window's seed comes from :func:`window_seed` of its raster offsets.
 
 Weights
     Separable, ``w = wy[:, None] * wx[None, :]``. Along an axis each window gets a raw
@@ -26,6 +27,9 @@ Weights
     of unity for any ``0 <= overlap_px < tile_px``; when ``2 * overlap_px <= tile_px``
     the ramps of neighbours are already complementary and the division changes nothing
     beyond rounding. Every ramp value is strictly positive.
+
+Misuse (a window of another plan, a lattice row out of range, a non-integer size) raises
+:class:`~satgen_geo.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from satgen_geo.errors import SatgenError
+from satgen_geo.errors import ConfigError
 
 __all__ = [
     "SEED_LIMIT",
@@ -48,6 +52,7 @@ __all__ = [
     "band_rows",
     "count_windows",
     "finished_rows",
+    "max_overlap",
     "plan_windows",
     "window_seed",
     "window_slices",
@@ -65,9 +70,8 @@ class TileWindow:
     Attributes
     ----------
     row_off, col_off : int
-        Top-left pixel in raster coordinates. Negative only with a non-zero ``origin``
-        that is not on the lattice; the window may also extend past the bottom/right
-        edge. Reads outside the raster are boundless (zeros).
+        Top-left pixel in raster coordinates (never negative); the window may extend past
+        the bottom/right edge, where reads are boundless (zeros).
     size : int
         Side length in pixels (the plan's ``tile_px``).
     index : int
@@ -88,16 +92,14 @@ class TileWindow:
 class WindowPlan:
     """The windows covering a ``height`` x ``width`` raster; a sequence of :class:`TileWindow`.
 
-    Build it with :func:`plan_windows`. ``origin`` is the global lattice pixel of the
-    raster's pixel ``(0, 0)``. ``row_offsets`` / ``col_offsets`` are the raster
-    coordinates of the lattice rows / columns (derived, strictly increasing).
+    Build it with :func:`plan_windows`. ``row_offsets`` / ``col_offsets`` are the raster
+    coordinates of the lattice rows / columns (derived, strictly increasing, from 0).
     """
 
     height: int
     width: int
     tile_px: int = 256
     overlap_px: int = 128
-    origin: tuple[int, int] = (0, 0)
     row_offsets: tuple[int, ...] = field(init=False, repr=False)
     col_offsets: tuple[int, ...] = field(init=False, repr=False)
 
@@ -106,23 +108,17 @@ class WindowPlan:
         width = _as_int("width", self.width)
         tile_px = _as_int("tile_px", self.tile_px)
         overlap_px = _as_int("overlap_px", self.overlap_px)
-        try:
-            row0, col0 = self.origin
-        except (TypeError, ValueError):
-            raise SatgenError(f"origin={self.origin!r} must be a (row, col) pair of integers") from None
-        row0, col0 = _as_int("origin row", row0), _as_int("origin col", col0)
         if height < 1 or width < 1:
-            raise SatgenError(f"raster size {height}x{width} (height x width) must be at least 1x1 pixels")
+            raise ConfigError(f"raster size {height}x{width} (height x width) must be at least 1x1 pixels")
         if tile_px < 1:
-            raise SatgenError(f"tile_px={tile_px} must be a positive number of pixels")
+            raise ConfigError(f"tile_px={tile_px} must be a positive number of pixels")
         if not 0 <= overlap_px < tile_px:
-            raise SatgenError(f"overlap_px={overlap_px} must be >= 0 and < tile_px={tile_px}")
+            raise ConfigError(f"overlap_px={overlap_px} must be >= 0 and < tile_px={tile_px}", param="overlap_px")
         for name, value in (("height", height), ("width", width), ("tile_px", tile_px), ("overlap_px", overlap_px)):
             object.__setattr__(self, name, value)
-        object.__setattr__(self, "origin", (row0, col0))
         stride = tile_px - overlap_px
-        object.__setattr__(self, "row_offsets", _axis_offsets(height, tile_px, stride, row0))
-        object.__setattr__(self, "col_offsets", _axis_offsets(width, tile_px, stride, col0))
+        object.__setattr__(self, "row_offsets", tuple(range(0, _axis_count(height, tile_px, stride) * stride, stride)))
+        object.__setattr__(self, "col_offsets", tuple(range(0, _axis_count(width, tile_px, stride) * stride, stride)))
 
     @property
     def stride(self) -> int:
@@ -158,7 +154,7 @@ class WindowPlan:
     def window(self, row: int, col: int) -> TileWindow:
         """Return the window at lattice position ``(row, col)``."""
         if not (0 <= row < self.rows and 0 <= col < self.cols):
-            raise SatgenError(f"lattice position ({row}, {col}) is outside the {self.rows}x{self.cols} window plan")
+            raise ConfigError(f"lattice position ({row}, {col}) is outside the {self.rows}x{self.cols} window plan")
         return TileWindow(
             row_off=self.row_offsets[row],
             col_off=self.col_offsets[col],
@@ -168,21 +164,34 @@ class WindowPlan:
             col=col,
         )
 
-    def global_offset(self, window: TileWindow) -> tuple[int, int]:
-        """Return ``window``'s top-left in global lattice pixels (``row_off + origin``)."""
-        return window.row_off + self.origin[0], window.col_off + self.origin[1]
+    def covering(self, row_off: int, col_off: int, height: int, width: int) -> tuple[range, range]:
+        """Return the lattice rows and columns whose windows touch a ``height`` x ``width`` area at ``(row_off, col_off)``.
+
+        The area must lie inside the raster. Its windows, in row-major order, are
+        ``plan.window(r, c)`` for ``r`` in the rows and ``c`` in the columns.
+        """
+        row_off, col_off = _as_int("row_off", row_off), _as_int("col_off", col_off)
+        height, width = _as_int("height", height), _as_int("width", width)
+        if min(row_off, col_off) < 0 or min(height, width) < 1 or row_off + height > self.height \
+                or col_off + width > self.width:
+            raise ConfigError(
+                f"area of {height}x{width} px at ({row_off}, {col_off}) is not inside the "
+                f"{self.height}x{self.width} px raster", param="region",
+            )
+        rows = _touching(row_off, height, self.rows, self.tile_px, self.stride)
+        return rows, _touching(col_off, width, self.cols, self.tile_px, self.stride)
 
     def row_profile(self, row: int) -> np.ndarray:
         """Return the 1-D vertical weight profile (``tile_px``, float32, read-only) of lattice row ``row``."""
         if not 0 <= row < self.rows:
-            raise SatgenError(f"lattice row {row} is outside 0..{self.rows - 1}")
+            raise ConfigError(f"lattice row {row} is outside 0..{self.rows - 1}")
         before, after = self._neighbours(row, self.rows)
         return _profile(self.tile_px, self.overlap_px, before, after)
 
     def col_profile(self, col: int) -> np.ndarray:
         """Return the 1-D horizontal weight profile (``tile_px``, float32, read-only) of lattice column ``col``."""
         if not 0 <= col < self.cols:
-            raise SatgenError(f"lattice column {col} is outside 0..{self.cols - 1}")
+            raise ConfigError(f"lattice column {col} is outside 0..{self.cols - 1}")
         before, after = self._neighbours(col, self.cols)
         return _profile(self.tile_px, self.overlap_px, before, after)
 
@@ -192,13 +201,7 @@ class WindowPlan:
         return min(position, reach), min(count - 1 - position, reach)
 
 
-def plan_windows(
-    height: int,
-    width: int,
-    tile_px: int = 256,
-    overlap_px: int = 128,
-    origin: tuple[int, int] = (0, 0),
-) -> WindowPlan:
+def plan_windows(height: int, width: int, tile_px: int = 256, overlap_px: int = 128) -> WindowPlan:
     """Plan the square windows that cover a ``height`` x ``width`` raster.
 
     Parameters
@@ -210,8 +213,6 @@ def plan_windows(
     overlap_px : int
         Overlap between neighbouring windows, ``0 <= overlap_px < tile_px``; any value
         works (odd too), ``<= tile_px // 2`` keeps each pixel in at most 2 windows per axis.
-    origin : tuple of int
-        Global lattice pixel ``(row, col)`` of the raster's pixel ``(0, 0)``.
 
     Returns
     -------
@@ -221,21 +222,34 @@ def plan_windows(
 
     Raises
     ------
-    SatgenError
+    ConfigError
         On a non-integer, non-positive size or tile, or an overlap outside ``[0, tile_px)``.
     """
-    return WindowPlan(height, width, tile_px, overlap_px, origin)
+    return WindowPlan(height, width, tile_px, overlap_px)
 
 
-def count_windows(height: int, width: int, tile_px: int = 256, overlap_px: int = 128) -> int:
+def max_overlap(tile_px: int) -> int:
+    """The largest accepted window overlap for ``tile_px`` windows: a stride of at least 1/8 window."""
+    return tile_px - tile_px // 8
+
+
+def count_windows(
+    height: int, width: int, tile_px: int = 256, overlap_px: int = 128, area: tuple[int, int, int, int] | None = None
+) -> int:
     """The number of windows :func:`plan_windows` would plan, computed without planning them.
 
-    Constant time and memory whatever the raster size, so a front end can bound the work
-    of a job before anything is allocated.
+    With ``area=(row_off, col_off, area_height, area_width)`` (inside the raster), only the
+    windows that touch it, as :meth:`WindowPlan.covering` lists them. Constant time and
+    memory whatever the raster size, so a front end can bound the work of a job before
+    anything is allocated.
     """
     stride = tile_px - overlap_px
-    rows, cols = (max(1, -((tile_px - length) // stride) + 1) for length in (height, width))
-    return rows * cols
+    rows, cols = _axis_count(height, tile_px, stride), _axis_count(width, tile_px, stride)
+    if area is None:
+        return rows * cols
+    row_off, col_off, area_height, area_width = area
+    touched_rows = _touching(row_off, area_height, rows, tile_px, stride)
+    return len(touched_rows) * len(_touching(col_off, area_width, cols, tile_px, stride))
 
 
 def window_weights(window: TileWindow, plan: WindowPlan) -> np.ndarray:
@@ -260,10 +274,10 @@ def window_slices(window: TileWindow, plan: WindowPlan) -> tuple[tuple[slice, sl
     ``output[raster] += (prediction * weights)[tile]`` accumulates one window.
     """
     _check_member(window, plan)
-    r0, r1 = max(window.row_off, 0), min(window.row_off + window.size, plan.height)
-    c0, c1 = max(window.col_off, 0), min(window.col_off + window.size, plan.width)
-    raster = (slice(r0, r1), slice(c0, c1))
-    tile = (slice(r0 - window.row_off, r1 - window.row_off), slice(c0 - window.col_off, c1 - window.col_off))
+    r1 = min(window.row_off + window.size, plan.height)
+    c1 = min(window.col_off + window.size, plan.width)
+    raster = (slice(window.row_off, r1), slice(window.col_off, c1))
+    tile = (slice(0, r1 - window.row_off), slice(0, c1 - window.col_off))
     return raster, tile
 
 
@@ -275,28 +289,27 @@ def finished_rows(plan: WindowPlan, lattice_row: int) -> int:
     """
     lattice_row = _as_int("lattice_row", lattice_row)
     if not -1 <= lattice_row < plan.rows:
-        raise SatgenError(f"lattice_row={lattice_row} must be in -1..{plan.rows - 1}")
+        raise ConfigError(f"lattice_row={lattice_row} must be in -1..{plan.rows - 1}")
     if lattice_row == plan.rows - 1:
         return plan.height
-    return max(plan.row_offsets[lattice_row + 1], 0)
+    return plan.row_offsets[lattice_row + 1]
 
 
 def band_rows(plan: WindowPlan, lattice_row: int) -> tuple[int, int]:
     """Return the raster rows ``[start, stop)`` touched by the windows of lattice row ``lattice_row``."""
     lattice_row = _as_int("lattice_row", lattice_row)
     if not 0 <= lattice_row < plan.rows:
-        raise SatgenError(f"lattice_row={lattice_row} must be in 0..{plan.rows - 1}")
+        raise ConfigError(f"lattice_row={lattice_row} must be in 0..{plan.rows - 1}")
     start = plan.row_offsets[lattice_row]
-    return max(start, 0), min(start + plan.tile_px, plan.height)
+    return start, min(start + plan.tile_px, plan.height)
 
 
 def window_seed(seed: int, row_off: int, col_off: int) -> int:
-    """Return a deterministic 63-bit seed for the window at a global pixel position.
+    """Return a deterministic 63-bit seed for the window at a raster position.
 
-    ``row_off`` / ``col_off`` should be global lattice offsets
-    (:meth:`WindowPlan.global_offset`) so that sub-area renders reuse the same seeds.
-    Stable across processes and Python versions (BLAKE2b, not ``hash()``); the result
-    lies in ``[0, 2**63)``.
+    The engine passes the window's offsets in the whole mask's plan, so a render of a part
+    of the mask reuses the full render's seeds. Stable across processes and Python versions
+    (BLAKE2b, not ``hash()``); the result lies in ``[0, 2**63)``.
     """
     seed, row_off, col_off = _as_int("seed", seed), _as_int("row_off", row_off), _as_int("col_off", col_off)
     digest = hashlib.blake2b(f"{seed}:{row_off}:{col_off}".encode(), digest_size=8, person=b"satgen-window").digest()
@@ -308,26 +321,32 @@ def window_seed(seed: int, row_off: int, col_off: int) -> int:
 
 def _as_int(name: str, value: object) -> int:
     """Return ``value`` as a Python int, refusing bools, floats and strings."""
+    param = name if name in ("overlap_px", "seed") else None
     if isinstance(value, bool):
-        raise SatgenError(f"{name}={value!r} must be an integer, not a bool")
+        raise ConfigError(f"{name}={value!r} must be an integer, not a bool", param=param)
     try:
         return operator.index(value)  # type: ignore[arg-type]
     except TypeError:
-        raise SatgenError(f"{name}={value!r} must be an integer") from None
+        raise ConfigError(f"{name}={value!r} must be an integer", param=param) from None
 
 
-def _axis_offsets(length: int, tile: int, stride: int, origin: int) -> tuple[int, ...]:
-    """Raster offsets of the lattice windows ``k * stride`` covering ``[origin, origin + length)``."""
-    first = origin // stride  # last lattice start at or before the raster's first pixel
-    last = max(first, -((tile - origin - length) // stride))  # first one reaching its end
-    return tuple(k * stride - origin for k in range(first, last + 1))
+def _axis_count(length: int, tile: int, stride: int) -> int:
+    """Number of lattice windows ``k * stride`` (``k >= 0``) needed to cover ``[0, length)``."""
+    return max(0, -((tile - length) // stride)) + 1
+
+
+def _touching(start: int, length: int, count: int, tile: int, stride: int) -> range:
+    """Lattice positions ``k < count`` on one axis with ``k * stride < start + length`` and ``k * stride + tile > start``."""
+    first = max(0, (start - tile) // stride + 1)
+    last = min(count - 1, (start + length - 1) // stride)
+    return range(first, last + 1)
 
 
 def _check_member(window: TileWindow, plan: WindowPlan) -> None:
     if not (0 <= window.row < plan.rows and 0 <= window.col < plan.cols) or window != plan.window(
         window.row, window.col
     ):
-        raise SatgenError(f"{window!r} is not a window of this {plan.rows}x{plan.cols} plan")
+        raise ConfigError(f"{window!r} is not a window of this {plan.rows}x{plan.cols} plan")
 
 
 def _ramp(u: np.ndarray, overlap: int) -> np.ndarray:

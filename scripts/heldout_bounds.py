@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from satgen_geo.evaluate import FEATURE_DISTANCE_KEY, FeatureExtractor, evaluate_model, frechet_distance, l1
+from satgen_geo.evaluate import FEATURE_DISTANCE_KEY, FeatureExtractor, evaluate_model, frechet_distance, mean_l1
 from satgen_geo.model.loaded import load_model
 from satgen_geo.train.datasets import Pair, read_split
 
@@ -40,8 +40,8 @@ def table(
     ref = pixels(np.stack([p.image for p in reference]))
     road_ref = np.concatenate([p.mask[0].reshape(-1) > 0 for p in reference])
     mean, median = ref.mean(axis=0), np.median(ref, axis=0)
-    report = evaluate_model(load_model(checkpoint), pairs, mean_colour=mean, feature_extractor=extractor)
-    model = np.stack(report.pop("generated")).astype(np.float64)
+    result = evaluate_model(load_model(checkpoint), pairs, mean_colour=mean, feature_extractor=extractor)
+    model = np.stack(result.generated).astype(np.float64)
     colour = mean[None, :, None, None]
     roads = np.stack([p.mask[0] > 0 for p in pairs])[:, None]
     rows: list[tuple[str, np.ndarray]] = [
@@ -63,11 +63,11 @@ def table(
     print(f"{'predictor':<72} {'L1':>7} {'feature dist':>12}")
     for name, images in rows:
         generated = as_images(images, real)
-        score = np.mean([l1(g, r) for g, r in zip(generated, real, strict=True)])
+        score = mean_l1(list(generated), list(real))
         distance = f"{frechet_distance(extractor(list(generated)), real_feats):.1f}" if with_features else "-"
         print(f"{name:<72} {score:7.4f} {distance:>12}")
-    print(f"(evaluate's own numbers: model L1 {report['metrics']['l1']:.4f}, "
-          f"{FEATURE_DISTANCE_KEY} {report['metrics'][FEATURE_DISTANCE_KEY]:.1f})")
+    metrics = result.report["metrics"]
+    print(f"(evaluate's own numbers: model L1 {metrics['l1']:.4f}, {FEATURE_DISTANCE_KEY} {metrics[FEATURE_DISTANCE_KEY]:.1f})")
 
 
 def main() -> None:

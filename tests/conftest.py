@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,12 +17,34 @@ SAMPLE_AOI = ROOT / "sample_aoi" / "aoi.geojson"
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads (modest CPU use on a shared machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python -m satgen_geo ARGS`` in a subprocess, as a user would, and capture output."""
     return subprocess.run(
         [sys.executable, "-m", "satgen_geo", *map(str, args)],
         capture_output=True, text=True, timeout=timeout, cwd=ROOT,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real generator (8 base features, random weights) saved as safetensors."""
+    from satgen_geo.model import ModelSpec, UNetGenerator, save_generator
+
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    return save_generator(UNetGenerator(features=8), ModelSpec(features=8, name="tiny"), path)
 
 
 @pytest.fixture(scope="session")

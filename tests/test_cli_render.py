@@ -139,7 +139,9 @@ def test_generate_with_json_progress(files: dict[str, Path], tmp_path: Path) -> 
     )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    events = [json.loads(line) for line in result.stdout.splitlines()]  # every stdout line is JSON
+    lines = [json.loads(line) for line in result.stdout.splitlines()]  # every stdout line is JSON
+    events = [e for e in lines if "warning" not in e]  # the core's warnings come as {"warning": text} lines
+    assert all(set(e) == {"warning"} and isinstance(e["warning"], str) for e in lines if "warning" in e)
     assert events and all(set(e) == {"stage", "done", "total"} for e in events)
     stages = [e["stage"] for e in events]
     order = ["features", "rasterize", "render"]

@@ -6,8 +6,13 @@ Every model here is a tiny ``UNetGenerator(features=8)`` saved as safetensors an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import logging
+import threading
+import tracemalloc
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +25,34 @@ from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.transform import Affine, from_origin
 from rasterio.windows import Window
 
-from satgen_geo import engine
-from satgen_geo.engine import RenderConfig, render
-from satgen_geo.errors import CancelledError, CRSError, InputFileError, SatgenError
+from satgen_geo.blend import buffer_rows, to_uint8
+from satgen_geo.engine import (
+    RenderConfig,
+    WindowNetwork,
+    max_overlap,
+    read_band,
+    render,
+)
+from satgen_geo.errors import (
+    CancelledError,
+    ConfigError,
+    CRSError,
+    InputFileError,
+    LimitError,
+    SatgenError,
+)
 from satgen_geo.geotiff import BLOCK_PX
 from satgen_geo.mask import MaskSource, build_mask
 from satgen_geo.model import ModelSpec, UNetGenerator, save_generator
 from satgen_geo.model.checkpoint import file_sha256
 from satgen_geo.model.loaded import LoadedModel, load_model
-from satgen_geo.tiling import plan_windows, window_slices, window_weights
+from satgen_geo.tiling import (
+    TileWindow,
+    plan_windows,
+    window_seed,
+    window_slices,
+    window_weights,
+)
 from tests.conftest import SAMPLE_AOI, SAMPLE_PBF
 
 FEATURES = 8
@@ -398,102 +422,78 @@ def test_region_equals_full_render_with_batches(
 # --------------------------------------------------------------------------- streaming
 
 
-class _RecordingJob(engine._Job):
-    """The real job, also blending every window into a full-size array the naive way."""
-
-    instances: list[_RecordingJob] = []
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
-        self.mask = self.src.read()
-        self.reference = np.zeros((3, self.plan.height, self.plan.width), dtype=np.float32)  # whole raster
-        self.buffer_shapes: set[tuple[int, ...]] = set()
-        self.accumulated: list[int] = []
-        self.flushes: list[tuple[int, int, int]] = []  # (row, rows, windows accumulated so far)
-        self.writes: list[tuple[int, int]] = []
-        self.bad_inputs: list[int] = []
-        self.inputs = 0
-        type(self).instances.append(self)
-
-    def _windows(self, io):  # noqa: ANN001, ANN202
-        tile = self.plan.tile_px
-        for window, patch in super()._windows(io):
-            expected = np.zeros((2, tile, tile), dtype=np.uint8)
-            rows = self.mask[:, window.row_off : window.row_off + tile, window.col_off : window.col_off + tile]
-            expected[:, : rows.shape[1], : rows.shape[2]] = rows
-            if patch.shape != expected.shape or not np.array_equal(patch, expected):
-                self.bad_inputs.append(window.index)
-            self.inputs += 1
-            yield window, patch
-
-    def _accumulate(self, window, rgb) -> None:  # noqa: ANN001
-        super()._accumulate(window, rgb)
-        self.buffer_shapes.add(self.buffer.shape)
-        raster, tile = window_slices(window, self.plan)
-        weights = window_weights(window, self.plan)
-        self.reference[:, raster[0], raster[1]] += rgb[:, tile[0], tile[1]] * weights[tile]
-        self.accumulated.append(window.index)
-
-    def _flush(self, last_window, everything):  # noqa: ANN001, ANN202
-        for row, rgb in super()._flush(last_window, everything):
-            self.flushes.append((row, rgb.shape[1], len(self.accumulated)))
-            yield row, rgb
-
-    def _write(self, dst, row, rgb) -> None:  # noqa: ANN001
-        super()._write(dst, row, rgb)
-        self.writes.append((row, rgb.shape[1]))
+def _window_mask(data: np.ndarray, window: TileWindow) -> np.ndarray:
+    """The mask under ``window``, zero beyond the raster: what the network must be fed."""
+    patch = np.zeros((2, window.size, window.size), dtype=np.uint8)
+    rows = data[:, window.row_off : window.row_off + window.size, window.col_off : window.col_off + window.size]
+    patch[:, : rows.shape[1], : rows.shape[2]] = rows
+    return patch
 
 
-def test_streaming_render_2048(tmp_path: Path, tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_band_is_the_mask_under_each_window(tmp_path: Path) -> None:
+    data = np.random.default_rng(0).integers(0, 256, (2, 530, 700), dtype=np.uint8)
+    mask = _write_raster(tmp_path / "m.tif", data)
+    plan = plan_windows(530, 700, 256, 128)
+    with rasterio.open(mask) as src:
+        for cols in (range(plan.cols), range(2, 4), range(plan.cols - 1, plan.cols)):
+            for row in range(plan.rows):
+                band = read_band(src, plan, row, cols)
+                assert band.shape == (2, 256, plan.col_offsets[cols[-1]] - plan.col_offsets[cols[0]] + 256)
+                for col in cols:
+                    window = plan.window(row, col)
+                    x = window.col_off - plan.col_offsets[cols[0]]
+                    np.testing.assert_array_equal(band[:, :, x : x + 256], _window_mask(data, window))
+
+
+def test_streaming_render_2048(tmp_path: Path, tiny: LoadedModel) -> None:
+    """The streamed file equals blending the network's output for every window (fed the mask under it,
+    in row-major batches of 8 padded with empty windows) in one raster-sized array."""
     size = 2048
     data = _synthetic_mask(size, size, seed=3)
     data[0, :, 1500:1510] = 255
     mask = _write_raster(tmp_path / "m.tif", data)
-    _RecordingJob.instances = []
-    monkeypatch.setattr(engine, "_Job", _RecordingJob)
-    render(mask, tmp_path / "o.tif", tiny, RenderConfig(seed=11, batch_size=8))
-    (job,) = _RecordingJob.instances
-    plan = job.plan
-    assert (plan.rows, plan.cols) == (15, 15)
-    # every window once, fed the mask under it (zero beyond the edge)
-    assert sorted(job.accumulated) == list(range(len(plan)))
-    assert job.inputs == len(plan) and job.bad_inputs == []
-    # the rolling buffer never grows: one GeoTIFF block of rows plus the lattice rows a batch spans
-    # (a batch of 8 of the 15 windows per lattice row touches at most 2 lattice rows)
-    assert job.buffer_shapes == {(3, BLOCK_PX + 2 * plan.stride + plan.tile_px, size)}
-    # rows leave in whole 256-row blocks, in order, as soon as no later window touches them
-    assert [(r, n) for r, n, _ in job.flushes] == [(r, BLOCK_PX) for r in range(0, size, BLOCK_PX)]
-    assert sorted(job.writes) == [(r, BLOCK_PX) for r in range(0, size, BLOCK_PX)]
-    for row, n, done in job.flushes:
-        needed = sum(o < row + n for o in plan.row_offsets) * plan.cols
-        at_most = sum(o < row + n + plan.tile_px for o in plan.row_offsets) * plan.cols
-        assert needed <= done <= at_most, (row, done)
-    assert job.flushes[0][2] <= 3 * plan.cols  # the first block is written after 3 of 15 lattice rows
-    # the streamed file equals blending the same window outputs in one full-size array
-    expected = np.clip(np.rint((job.reference + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    config = RenderConfig(seed=11, batch_size=8)
+    result = render(mask, tmp_path / "o.tif", tiny, config)
+    plan = plan_windows(size, size, 256, 128)
+    assert (plan.rows, plan.cols) == (15, 15) and result.windows == len(plan) and result.batch_size == 8
+    network = WindowNetwork(tiny, config)
+    reference = np.zeros((3, size, size), dtype=np.float32)
+    windows = list(plan)
+    for start in range(0, len(windows), 8):
+        batch = windows[start : start + 8]
+        masks = np.zeros((8, 2, 256, 256), dtype=np.uint8)
+        masks[: len(batch)] = [_window_mask(data, w) for w in batch]
+        seeds = [window_seed(11, w.row_off, w.col_off) for w in batch] + [0] * (8 - len(batch))
+        for window, rgb in zip(batch, network(masks, seeds)):
+            raster, tile = window_slices(window, plan)
+            reference[:, raster[0], raster[1]] += rgb[:, tile[0], tile[1]] * window_weights(window, plan)[tile]
     rgb = _read(tmp_path / "o.tif")
     assert rgb.std() > 5
-    np.testing.assert_array_equal(rgb, expected)
+    np.testing.assert_array_equal(rgb, to_uint8(reference))
 
 
 def test_wide_raster_renders_in_strips_with_the_same_pixels(
-    mask_900: Path, tiny: LoadedModel, full_900: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mask_900: Path, tiny: LoadedModel, full_900: np.ndarray, tmp_path: Path
 ) -> None:
-    _RecordingJob.instances = []
-    monkeypatch.setattr(engine, "_Job", _RecordingJob)
     ticks: list[tuple[int, int, str]] = []
-    result = render(mask_900, tmp_path / "o.tif", tiny, RenderConfig(seed=21, batch_size=1, strip_px=256),
-                    progress=lambda d, t, s: ticks.append((d, t, s)))
-    np.testing.assert_array_equal(_read(tmp_path / "o.tif"), full_900)
-    jobs = _RecordingJob.instances
-    assert [(job.c0, job.dst_col, job.width) for job in jobs] == [(0, 0, 256), (256, 256, 256), (512, 512, 256), (768, 768, 132)]
-    assert all(job.inputs == job.total and job.bad_inputs == [] for job in jobs)
-    assert {shape[2] for job in jobs for shape in job.buffer_shapes} == {256, 132}  # never the raster's 900
-    assert all(job.buffer.size == 0 for job in jobs)  # each strip's buffer is freed before the next one
     plan = plan_windows(700, 900, 256, 128)
     assert (plan.rows, plan.cols) == (5, 7)
+    tracemalloc.start()  # numpy's allocations: the blend buffers, not the network's
+    try:
+        result = render(mask_900, tmp_path / "o.tif", tiny, RenderConfig(seed=21, batch_size=1, strip_px=256),
+                        progress=lambda d, t, s: ticks.append((d, t, s)))
+        strips_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        render(mask_900, tmp_path / "one.tif", tiny, RenderConfig(seed=21, batch_size=1))
+        one_pass_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(_read(tmp_path / "o.tif"), full_900)
+    # four strips (256, 256, 256, 132 px), one at a time: never a buffer as wide as the raster's 900 px
+    one_pass_buffer = 3 * buffer_rows(plan, plan.cols, 1, BLOCK_PX) * 900 * 4
+    assert strips_peak < one_pass_buffer < one_pass_peak, (strips_peak, one_pass_buffer, one_pass_peak)
     # the windows on each of the three strip borders are computed twice: one per lattice row
-    assert result.windows == sum(job.total for job in jobs) == len(plan) + 3 * plan.rows
+    assert result.windows == len(plan) + 3 * plan.rows
     assert [d for d, _, _ in ticks] == list(range(1, result.windows + 1))
     assert {(t, s) for _, t, s in ticks} == {(result.windows, "render")}
 
@@ -508,8 +508,9 @@ def test_strips_carry_the_source_mask(aoi_mask: Path, aoi_render: Path, tiny: Lo
 
 @pytest.mark.parametrize("strip_px", [0, 100, 300, True, 512.0])
 def test_bad_strip_width(small_mask: Path, tiny: LoadedModel, tmp_path: Path, strip_px: object) -> None:
-    with pytest.raises(SatgenError, match="multiple of 256"):
+    with pytest.raises(SatgenError, match="multiple of 256") as info:
         render(small_mask, tmp_path / "o.tif", tiny, RenderConfig(strip_px=strip_px))  # type: ignore[arg-type]
+    assert info.value.param == "strip_px"
     assert _leftovers(tmp_path) == []
 
 
@@ -611,7 +612,9 @@ def _missing(d: Path) -> Path:
     ],
     ids=lambda v: getattr(v, "__name__", None),
 )
-def test_bad_mask_file(tmp_path: Path, tiny: LoadedModel, make, error: type, fragment: str) -> None:  # noqa: ANN001
+def test_bad_mask_file(
+    tmp_path: Path, tiny: LoadedModel, make: Callable[[Path], Path], error: type, fragment: str
+) -> None:
     src = tmp_path / "in"
     src.mkdir()
     mask = make(src)
@@ -624,25 +627,28 @@ def test_bad_mask_file(tmp_path: Path, tiny: LoadedModel, make, error: type, fra
 
 
 @pytest.mark.parametrize(
-    ("config", "region", "fragment"),
+    ("options", "region", "fragment", "param"),
     [
-        (RenderConfig(), Window(600, 0, 200, 100), "not inside"),  # runs past the right edge
-        (RenderConfig(), Window(0, 500, 100, 31), "not inside"),  # runs past the bottom edge
-        (RenderConfig(), Window(-1, 0, 100, 100), "not inside"),
-        (RenderConfig(), Window(0, 0, 0, 100), "not inside"),
-        (RenderConfig(), Window(700, 0, 1, 1), "not inside"),
-        (RenderConfig(precision="fp64"), None, "precision"),
-        (RenderConfig(overlap_px=256), None, "overlap_px"),
-        (RenderConfig(overlap_px=-1), None, "overlap_px"),
-        (RenderConfig(batch_size=0), None, "batch"),
+        ({}, Window(600, 0, 200, 100), "not inside", "region"),  # runs past the right edge
+        ({}, Window(0, 500, 100, 31), "not inside", "region"),  # runs past the bottom edge
+        ({}, Window(-1, 0, 100, 100), "not inside", "region"),
+        ({}, Window(0, 0, 0, 100), "not inside", "region"),
+        ({}, Window(700, 0, 1, 1), "not inside", "region"),
+        ({"precision": "fp64"}, None, "precision", "precision"),
+        ({"overlap_px": 256}, None, "overlap", "overlap_px"),
+        ({"overlap_px": -1}, None, "overlap", "overlap_px"),
+        ({"batch_size": 0}, None, "batch", "batch_size"),
     ],
     ids=["right", "bottom", "negative", "empty", "outside", "precision", "overlap-tile", "overlap-negative", "batch-0"],
 )
-def test_bad_options(small_mask: Path, tiny: LoadedModel, tmp_path: Path, config: RenderConfig, region, fragment: str) -> None:  # noqa: ANN001
+def test_bad_options(
+    small_mask: Path, tiny: LoadedModel, tmp_path: Path, options: dict, region: Window | None, fragment: str, param: str
+) -> None:
     try:
-        render(small_mask, tmp_path / "o.tif", tiny, config, region=region)
+        render(small_mask, tmp_path / "o.tif", tiny, RenderConfig(**options), region=region)
     except SatgenError as err:
         assert fragment in str(err) and len(str(err).splitlines()) == 1
+        assert err.param == param
     except Exception as err:  # noqa: BLE001 - anything else is the bug being tested for
         raise AssertionError(f"expected a SatgenError, got {type(err).__name__}: {err}") from None
     else:
@@ -684,3 +690,183 @@ def test_batches_larger_than_a_lattice_row(tmp_path: Path, tiny: LoadedModel, ba
     full = _read(tmp_path / "full.tif")
     assert full.std() > 5
     np.testing.assert_array_equal(_read(tmp_path / "part.tif"), full[:, 200:800, 300:800])
+
+
+# --------------------------------------------------------------------------- settings and limits
+
+
+@pytest.mark.parametrize(
+    ("options", "param"),
+    [
+        ({"seed": "1"}, "seed"),
+        ({"seed": True}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"seed": 1 << 64}, "seed"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": True}, "batch_size"),
+        ({"batch_size": 8.0}, "batch_size"),
+        ({"max_batch_size": 0}, "max_batch_size"),
+        ({"overlap_px": -1}, "overlap_px"),
+        ({"overlap_px": "64"}, "overlap_px"),
+        ({"precision": "fp64"}, "precision"),
+        ({"input_noise_std": -0.1}, "input_noise_std"),
+        ({"input_noise_std": float("nan")}, "input_noise_std"),
+        ({"empty_noise_std": -1.0}, "empty_noise_std"),
+        ({"empty_variance": float("inf")}, "empty_variance"),
+        ({"strip_px": 300}, "strip_px"),
+        ({"max_windows": 0}, "max_windows"),
+    ],
+    ids=lambda v: repr(v),
+)
+def test_render_config_validates_itself(options: dict, param: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        RenderConfig(**options)
+    assert info.value.param == param
+    assert len(str(info.value).splitlines()) == 1 and "--" not in str(info.value)
+
+
+def test_render_config_accepts_its_ranges_and_has_no_unread_fields() -> None:
+    RenderConfig(seed=-(1 << 63), overlap_px=0, batch_size=64, input_noise_std=0.0, empty_noise_std=0.0, strip_px=256)
+    RenderConfig(seed=(1 << 64) - 1, overlap_px=10_000, batch_size=1024, max_batch_size=1024)  # overlap: see check_work
+    assert "device" not in {f.name for f in fields(RenderConfig)}
+    with pytest.raises(TypeError):
+        RenderConfig(device="cpu")  # type: ignore[call-arg]
+
+
+def test_batch_size_over_the_limit_is_refused() -> None:
+    with pytest.raises(LimitError, match="batch size 65 is over the limit of 64 windows per network call") as info:
+        RenderConfig(batch_size=65)
+    assert info.value.param == "batch_size" and "raise the batch size limit" in str(info.value)
+    with pytest.raises(LimitError, match="over the limit of 128"):
+        RenderConfig(batch_size=100_000, max_batch_size=128)
+
+
+def test_overlap_over_the_range_is_refused_at_once(small_mask: Path, tiny: LoadedModel, tmp_path: Path) -> None:
+    ticks: list[int] = []
+    with pytest.raises(ConfigError, match="window overlap") as info:
+        render(small_mask, tmp_path / "o.tif", tiny, RenderConfig(overlap_px=255), progress=lambda d, t, s: ticks.append(d))
+    assert info.value.param == "overlap_px" and "224" in str(info.value)
+    assert ticks == [] and _leftovers(tmp_path) == []
+    with pytest.raises(ConfigError, match="window overlap"):
+        render(small_mask, tmp_path / "o.tif", tiny, RenderConfig(overlap_px=max_overlap(256) + 1))
+    result = render(small_mask, tmp_path / "o.tif", tiny, RenderConfig(overlap_px=max_overlap(256)), region=Window(0, 0, 40, 40))
+    assert result.windows == 4  # windows at 0 and 32 px on each axis touch the 40 px region
+
+
+def test_window_limit_refused_before_the_output_exists(small_mask: Path, tiny: LoadedModel, tmp_path: Path) -> None:
+    ticks: list[int] = []
+    with pytest.raises(LimitError, match="needs 20 windows, over the limit of 19 windows") as info:
+        render(small_mask, tmp_path / "o.tif", tiny, RenderConfig(max_windows=19), progress=lambda d, t, s: ticks.append(d))
+    assert info.value.param == "max_windows"
+    assert ticks == [] and _leftovers(tmp_path) == []
+    # the limit counts the windows a region render computes: the 4 touching a 256 px square at (0, 0)
+    with pytest.raises(LimitError, match="a 256×256 px render at 128 px overlap needs 4 windows"):
+        render(small_mask, tmp_path / "r.tif", tiny, RenderConfig(max_windows=3), region=Window(0, 0, 256, 256))
+    assert render(small_mask, tmp_path / "r.tif", tiny, RenderConfig(max_windows=4), region=Window(0, 0, 256, 256)).windows == 4
+
+
+def test_batch_is_capped_at_the_windows_of_the_mask(tmp_path: Path, tiny: LoadedModel) -> None:
+    """batch_size=1024 on a 10 x 10 mask runs the network on one window, not 1024."""
+    mask = _write_raster(tmp_path / "m.tif", _synthetic_mask(10, 10))
+    seen: list[int] = []
+    hook = tiny.generator.register_forward_pre_hook(lambda _module, args: seen.append(args[0].shape[0]))
+    try:
+        big = render(mask, tmp_path / "big.tif", tiny, RenderConfig(seed=4, batch_size=1024, max_batch_size=1024))
+    finally:
+        hook.remove()
+    assert big.batch_size == 1 and seen == [1]
+    one = render(mask, tmp_path / "one.tif", tiny, RenderConfig(seed=4, batch_size=1))
+    assert one.batch_size == 1
+    np.testing.assert_array_equal(_read(tmp_path / "big.tif"), _read(tmp_path / "one.tif"))
+
+
+def test_region_equals_full_render_with_a_batch_over_the_regions_windows(
+    mask_900: Path, tiny: LoadedModel, tmp_path: Path
+) -> None:
+    """The cap is the whole mask's 35 windows, not the region's 30: both renders run batches of 35."""
+    region = Window(256, 0, 644, 700)
+    full = render(mask_900, tmp_path / "full.tif", tiny, RenderConfig(seed=21, batch_size=64))
+    assert full.batch_size == 35
+    with _torch_threads(2):
+        render(mask_900, tmp_path / "full2.tif", tiny, RenderConfig(seed=21, batch_size=64))
+        part = render(mask_900, tmp_path / "part.tif", tiny, RenderConfig(seed=21, batch_size=64), region=region)
+    assert part.windows == 30 and part.batch_size == 35
+    np.testing.assert_array_equal(_read(tmp_path / "part.tif"), _window_slice(_read(tmp_path / "full2.tif"), region))
+
+
+# --------------------------------------------------------------------------- mask CRS and pixel size
+
+
+def test_mask_in_degrees_is_refused(tmp_path: Path, tiny: LoadedModel) -> None:
+    mask = _write_raster(tmp_path / "m.tif", _synthetic_mask(300, 300), crs="EPSG:4326",
+                         transform=from_origin(26.9, 60.5, 1e-5, 1e-5))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(CRSError, match="geographic CRS with pixels in degrees") as info:
+        render(mask, out / "o.tif", tiny)
+    assert info.value.param == "mask" and len(str(info.value).splitlines()) == 1
+    assert _leftovers(out) == []
+
+
+@pytest.mark.parametrize(("gsd", "warned"), [(1.0, False), (1.2, False), (0.8, False), (30.0, True), (0.7, True)])
+def test_pixel_size_far_from_the_models_is_a_warning(
+    tmp_path: Path, tiny: LoadedModel, caplog: pytest.LogCaptureFixture, gsd: float, warned: bool
+) -> None:
+    mask = _write_raster(tmp_path / "m.tif", _synthetic_mask(64, 64), transform=from_origin(500_000.0, 6_710_000.0, gsd, gsd))
+    with caplog.at_level(logging.WARNING, logger="satgen_geo.engine"):
+        render(mask, tmp_path / "o.tif", tiny, RenderConfig(overviews=False))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert (tmp_path / "o.tif").is_file()
+    if warned:
+        assert len(warnings) == 1 and f"{gsd:.3g} × {gsd:.3g} m pixels" in warnings[0] and "1 m/px" in warnings[0]
+    else:
+        assert warnings == []
+
+
+def test_model_sha256_tag_is_the_full_hash(small_mask: Path, tiny: LoadedModel, tiny_path: Path, tmp_path: Path) -> None:
+    render(small_mask, tmp_path / "o.tif", tiny, RenderConfig(overviews=False))
+    with rasterio.open(tmp_path / "o.tif") as ds:
+        assert ds.tags()["MODEL_SHA256"] == hashlib.sha256(tiny_path.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- the shared model
+
+
+def _model_state(model: LoadedModel) -> list[object]:
+    generator = model.generator
+    tensors = [(t.data_ptr(), t.stride(), t.requires_grad) for t in [*generator.parameters(), *generator.buffers()]]
+    return [generator.training, generator.mc_dropout, [m.training for m in generator.modules()], tensors]
+
+
+def test_render_does_not_change_the_shared_model(tmp_path: Path, tiny_path: Path, small_mask: Path) -> None:
+    model = load_model(tiny_path, "cpu")
+    model.generator.train()
+    before = _model_state(model)
+    render(small_mask, tmp_path / "s.tif", model, RenderConfig(seed=3, batch_size=8))
+    render(small_mask, tmp_path / "d.tif", model, RenderConfig(batch_size=8, deterministic=True))
+    assert _model_state(model) == before
+    assert all(p.is_contiguous() for p in model.generator.parameters())  # not switched to channels_last
+
+
+def test_concurrent_renders_of_one_model_keep_their_own_dropout_mode(
+    tmp_path: Path, tiny: LoadedModel, small_mask: Path
+) -> None:
+    configs = {"stochastic": RenderConfig(seed=3, batch_size=4), "deterministic": RenderConfig(batch_size=4, deterministic=True)}
+    for name, config in configs.items():
+        render(small_mask, tmp_path / f"{name}-alone.tif", tiny, config)
+    errors: list[BaseException] = []
+
+    def run(name: str) -> None:
+        try:
+            render(small_mask, tmp_path / f"{name}-together.tif", tiny, configs[name])
+        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in configs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for name in configs:
+        np.testing.assert_array_equal(_read(tmp_path / f"{name}-together.tif"), _read(tmp_path / f"{name}-alone.tif"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import tracemalloc
 from pathlib import Path
 
 import geopandas as gpd
@@ -12,8 +13,10 @@ import rasterio
 import shapely
 from pyproj import CRS, Transformer
 
+from satgen_geo.errors import ConfigError, LimitError
+from satgen_geo.geotiff import OSM_ATTRIBUTION, USER_DATA_ATTRIBUTION
 from satgen_geo.grid import aoi_from_bbox
-from satgen_geo.mask import MaskConfig, MaskSource, build_mask
+from satgen_geo.mask import MaskConfig, MaskSource, build_mask, plan_mask
 from satgen_geo.osm.files import read_aoi
 from satgen_geo.osm.roads import RoadConfig
 from tests.conftest import FIXTURES, SAMPLE_AOI, SAMPLE_PBF, run_cli
@@ -130,3 +133,59 @@ def test_empty_area_writes_zero_mask_with_warning(tmp_path: Path) -> None:
     assert "all zero" in result.stderr
     with rasterio.open(out) as ds:
         assert not ds.read().any()
+
+
+FINLAND = (20.0, 59.5, 31.6, 70.1)
+
+
+def test_size_is_checked_before_any_feature_is_read(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.osm.pbf"  # reading it would fail: the size check must come first
+    garbage.write_bytes(b"\x00 not a protobuf" * 100)
+    with pytest.raises(LimitError, match="raise the pixel limit") as info:
+        build_mask(tmp_path / "m.tif", MaskSource(bbox=FINLAND, osm=garbage))
+    assert info.value.param == "max_pixels" and "656,145 × 1,196,565 px" in str(info.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["garbage.osm.pbf"]
+
+
+def test_tiny_pixel_size_stops_without_allocating(tmp_path: Path) -> None:
+    """``--gsd 1e-6`` used to end in a MemoryError: now a LimitError before anything the raster's size."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(LimitError, match="2,197,016,488 × 2,229,200,857 px"):
+            build_mask(tmp_path / "m.tif", MaskSource(osm=SAMPLE_PBF), MaskConfig(gsd_m=1e-6))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50e6
+
+
+def test_extent_of_local_files_is_known_before_reading(tmp_path: Path) -> None:
+    road = gpd.GeoDataFrame(geometry=[shapely.LineString([(500_000, 6_710_000), (500_800, 6_710_300)])], crs=32635)
+    road.to_file(tmp_path / "roads.gpkg")
+    plan = plan_mask(MaskSource(roads=tmp_path / "roads.gpkg"), MaskConfig())
+    assert plan is not None and (plan.grid.width, plan.grid.height) in {(801, 301), (802, 302), (801, 302), (802, 301)}
+    header = plan_mask(MaskSource(osm=SAMPLE_PBF), MaskConfig())
+    assert header is not None and header.aoi.bounds == pytest.approx(EXTRACT_BBOX, abs=1e-6)
+    assert plan_mask(MaskSource(osm=FIXTURES / "kotka_clip.osm"), MaskConfig()) is None  # no <bounds>: read to know
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [({"gsd_m": 0}, "gsd_m"), ({"gsd_m": float("nan")}, "gsd_m"), ({"gsd_m": True}, "gsd_m"), ({"crs": ""}, "crs"),
+     ({"block_px": 3}, "block_px"), ({"max_pixels": 0}, "max_pixels"), ({"max_pixels": 2.5}, "max_pixels")],
+)
+def test_mask_config_validates_itself(kwargs: dict, param: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        MaskConfig(**kwargs)
+    assert info.value.param == param and "--" not in str(info.value)
+
+
+def test_attribution_follows_the_data_used(tmp_path: Path) -> None:
+    road = gpd.GeoDataFrame(geometry=[shapely.LineString([(500_000, 6_710_000), (500_300, 6_710_000)])], crs=32635)
+    road.to_file(tmp_path / "roads.gpkg")
+    result = build_mask(tmp_path / "own.tif", MaskSource(roads=tmp_path / "roads.gpkg"))
+    with rasterio.open(result.path) as ds:
+        assert ds.tags()["ATTRIBUTION"] == USER_DATA_ATTRIBUTION and "OpenStreetMap" not in ds.tags()["SOURCE"]
+    assert MaskSource(roads=FIXTURES / "kotka_clip.osm").attribution() == OSM_ATTRIBUTION  # OSM data as a layer
+    assert MaskSource(osm=tmp_path / "roads.gpkg").attribution() == OSM_ATTRIBUTION  # declared an OSM source
+    assert MaskSource(bbox=EXTRACT_BBOX).attribution() == OSM_ATTRIBUTION  # Overpass

@@ -173,7 +173,9 @@ def test_always_503_raises_after_all_retries(overpass: FakeOverpass, config: Ove
     with pytest.raises(OSMDownloadError, match="503") as info:
         fetch_osm(aoi_from_bbox(CLIP), config)
     assert len(overpass.interpreter_requests) == config.max_retries + 1
-    assert "\n" not in str(info.value) and "--osm" in str(info.value)
+    # core messages name the concept (a local OSM extract), the front end adds its own flag for `param`
+    assert "\n" not in str(info.value) and "local OSM extract" in str(info.value) and info.value.param == "osm_file"
+    assert "--" not in str(info.value)
     assert _cached_files(config) == []
     # the error was not cached: once the server recovers, the next fetch asks it again
     overpass.default = (200, FIXTURE.read_bytes())
@@ -213,7 +215,8 @@ def test_unreachable_server_raises_one_line_with_offline_hint(tmp_path: Path) ->
         fetch_osm(aoi_from_bbox(CLIP), config)
     message = str(info.value)
     assert time.monotonic() - start < 2.0  # refused connections fail fast, without back-off
-    assert "cannot reach Overpass" in message and url in message and "--osm" in message
+    assert "cannot reach Overpass" in message and url in message and "local OSM extract" in message
+    assert info.value.param == "osm_file" and "--" not in message
     assert "refused" in message.lower() and "\n" not in message
 
 
@@ -229,9 +232,12 @@ def test_cached_response_works_offline(overpass: FakeOverpass, config: OverpassC
 
 
 def test_area_limit_checked_before_any_request(overpass: FakeOverpass, config: OverpassConfig) -> None:
-    with pytest.raises(AreaTooLargeError, match="--max-area-km2") as info:
+    with pytest.raises(AreaTooLargeError, match="download limit") as info:
         fetch_osm(aoi_from_bbox((26.0, 60.0, 27.0, 61.0)), config)
-    assert "50" in str(info.value) and "--osm" in str(info.value)
+    assert "50" in str(info.value) and "local OSM extract" in str(info.value) and "--" not in str(info.value)
+    assert info.value.param == "max_area_km2"
+    with pytest.raises(AreaTooLargeError, match="download limit"):  # 360° wide: its area used to measure 0 km2
+        fetch_osm(aoi_from_bbox((-180.0, -85.0, 180.0, 85.0)), config)
     assert overpass.interpreter_requests == [] and overpass.other_requests == []
 
 

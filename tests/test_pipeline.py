@@ -1,4 +1,4 @@
-"""The end-to-end job: all-or-nothing outputs, and a terminated CLI leaves nothing behind."""
+"""The end-to-end job: finished outputs are kept, unfinished ones removed, and a terminated CLI leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -11,23 +11,18 @@ from pathlib import Path
 
 import geopandas as gpd
 import pytest
+import rasterio
 import shapely
 
 from satgen_geo.errors import CancelledError
+from satgen_geo.geotiff import USER_DATA_ATTRIBUTION
 from satgen_geo.mask import MaskSource, build_mask
-from satgen_geo.model import ModelSpec, UNetGenerator, save_generator
 from satgen_geo.model.loaded import load_model
 from satgen_geo.pipeline import generate
 from tests.conftest import ROOT, SAMPLE_AOI, SAMPLE_PBF
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    return save_generator(UNetGenerator(features=8), ModelSpec(features=8, name="tiny"), path)
-
-
-def test_cancel_during_render_removes_the_new_mask_too(tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_cancel_during_render_keeps_the_finished_mask(tmp_path: Path, tiny_checkpoint: Path) -> None:
     stages: list[str] = []
 
     def cancel() -> bool:
@@ -38,7 +33,9 @@ def test_cancel_during_render_removes_the_new_mask_too(tmp_path: Path, tiny_chec
             tmp_path / "img.tif", MaskSource(osm=SAMPLE_PBF, aoi=SAMPLE_AOI), load_model(tiny_checkpoint, "cpu"),
             mask_output=tmp_path / "mask.tif", progress=lambda d, t, s: stages.append(s), cancel=cancel,
         )
-    assert "rasterize" in stages and list(tmp_path.iterdir()) == []
+    assert "rasterize" in stages and [p.name for p in tmp_path.iterdir()] == ["mask.tif"]
+    with rasterio.open(tmp_path / "mask.tif") as src:  # complete and readable, not a partial file
+        assert src.count == 2 and src.read().any()
 
 
 def test_features_stage_is_reported_and_cancellable_before_drawing(tmp_path: Path) -> None:
@@ -71,9 +68,21 @@ def test_sigterm_leaves_no_partial_files(tmp_path: Path, tiny_checkpoint: Path) 
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     for line in proc.stdout:  # wait until rendering runs, then terminate as a cancelled QGIS job does
-        if json.loads(line)["stage"] == "render":
+        if json.loads(line).get("stage") == "render":
             proc.send_signal(signal.SIGTERM)
             break
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert "Terminated" in proc.stderr.read()
     assert list(out.iterdir()) == []
+
+
+def test_images_from_own_layers_carry_no_osm_attribution(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    roads = gpd.GeoDataFrame(geometry=[shapely.LineString([(500_000, 6_710_000), (500_300, 6_710_200)])], crs=3067)
+    roads.to_file(tmp_path / "roads.gpkg")
+    result = generate(tmp_path / "img.tif", MaskSource(roads=tmp_path / "roads.gpkg"), load_model(tiny_checkpoint, "cpu"),
+                      mask_output=tmp_path / "mask.tif")
+    for path in (result.mask.path, result.image.path):
+        with rasterio.open(path) as ds:
+            assert ds.tags()["ATTRIBUTION"] == USER_DATA_ATTRIBUTION, path
+    with rasterio.open(result.image.path) as ds:  # and OSM data keeps its attribution (test_mask checks the mask)
+        assert "OpenStreetMap" not in ds.tags()["ATTRIBUTION"]

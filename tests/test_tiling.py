@@ -1,6 +1,8 @@
-"""Tests for satgen_geo.tiling: window lattice, blend weights, seeds and row flushing."""
+"""Tests for satgen_geo.tiling: window lattice, blend weights, seeds, covered windows and row flushing."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from satgen_geo.tiling import (
     TileWindow,
     WindowPlan,
     band_rows,
+    count_windows,
     finished_rows,
     plan_windows,
     window_seed,
@@ -24,8 +27,8 @@ FAST = settings(max_examples=60, deadline=None)
 
 
 @st.composite
-def plan_params(draw: st.DrawFn, with_origin: bool = False, max_windows: int | None = 16) -> dict:
-    """Tile, overlap (biased to <= tile/2, but any value in [0, tile)), size and origin."""
+def plan_params(draw: st.DrawFn, max_windows: int | None = 16) -> dict:
+    """Tile, overlap (biased to <= tile/2, but any value in [0, tile)) and size."""
     tile = draw(st.sampled_from([32, 64, 256]))
     overlap = draw(st.one_of(st.integers(0, tile // 2).map(lambda o: o - o % 2), st.integers(0, tile - 1)))
     stride = tile - overlap
@@ -33,8 +36,7 @@ def plan_params(draw: st.DrawFn, with_origin: bool = False, max_windows: int | N
     max_len = 2000 if max_windows is None else min(2000, tile + stride * (max_windows - 1))
     height = draw(st.integers(1, max_len))
     width = draw(st.integers(1, max_len))
-    origin = (draw(st.integers(0, 5000)), draw(st.integers(0, 5000))) if with_origin else (0, 0)
-    return {"height": height, "width": width, "tile_px": tile, "overlap_px": overlap, "origin": origin}
+    return {"height": height, "width": width, "tile_px": tile, "overlap_px": overlap}
 
 
 def accumulate(plan: WindowPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -58,7 +60,7 @@ def accumulate(plan: WindowPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @FAST
-@given(plan_params(with_origin=False) | plan_params(with_origin=True))
+@given(plan_params())
 def test_weights_partition_unity_and_cover_every_pixel(params: dict) -> None:
     plan = plan_windows(**params)
     total, count, biggest = accumulate(plan)
@@ -71,7 +73,7 @@ def test_weights_partition_unity_and_cover_every_pixel(params: dict) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(plan_params(with_origin=False, max_windows=None) | plan_params(with_origin=True, max_windows=None))
+@given(plan_params(max_windows=None))
 def test_axis_profiles_partition_unity_full_range(params: dict) -> None:
     # 2-D weights are the outer product of these, so the 2-D sum is the product of the 1-D sums.
     plan = plan_windows(**params)
@@ -136,18 +138,17 @@ def test_weights_are_cached_and_read_only() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(plan_params(with_origin=True, max_windows=None))
+@given(plan_params(max_windows=None))
 def test_lattice_is_minimal_and_aligned(params: dict) -> None:
     plan = plan_windows(**params)
-    row0, col0 = plan.origin
-    for length, offsets, start in ((plan.height, plan.row_offsets, row0), (plan.width, plan.col_offsets, col0)):
-        assert all((off + start) % plan.stride == 0 for off in offsets)
-        assert all(b - a == plan.stride for a, b in zip(offsets, offsets[1:]))
+    for length, offsets in ((plan.height, plan.row_offsets), (plan.width, plan.col_offsets)):
+        assert all(off % plan.stride == 0 for off in offsets)
+        assert all(b - a == plan.stride for a, b in itertools.pairwise(offsets))
         assert offsets[0] <= 0 < offsets[0] + plan.stride  # the only lattice window reaching pixel 0
         assert offsets[-1] + plan.tile_px >= length  # last window reaches the far edge...
         assert len(offsets) == 1 or offsets[-2] + plan.tile_px < length  # ...and is needed
-    if plan.origin == (0, 0):
-        assert plan.row_offsets[0] == plan.col_offsets[0] == 0
+    assert plan.row_offsets[0] == plan.col_offsets[0] == 0
+    assert count_windows(plan.height, plan.width, plan.tile_px, plan.overlap_px) == len(plan)
 
 
 @FAST
@@ -170,19 +171,19 @@ def test_small_raster_gets_one_window() -> None:
 
 
 def test_window_slices_clip_to_raster() -> None:
-    plan = plan_windows(300, 200, 256, 128, origin=(64, 10))
-    window = plan.window(0, 0)
-    assert (window.row_off, window.col_off) == (-64, -10)
+    plan = plan_windows(300, 200, 256, 128)
+    window = plan.window(1, 0)
+    assert (window.row_off, window.col_off) == (128, 0)
     raster, tile = window_slices(window, plan)
-    assert raster == (slice(0, 192), slice(0, 200))
-    assert tile == (slice(64, 256), slice(10, 210))
+    assert raster == (slice(128, 300), slice(0, 200))
+    assert tile == (slice(0, 172), slice(0, 200))
 
 
 # --------------------------------------------------------------------------- row flushing
 
 
 @settings(max_examples=200, deadline=None)
-@given(plan_params(with_origin=True, max_windows=None))
+@given(plan_params(max_windows=None))
 def test_finished_rows_are_final_and_tight(params: dict) -> None:
     plan = plan_windows(**params)
     assert finished_rows(plan, -1) == 0
@@ -250,15 +251,33 @@ def test_window_seed_known_value_and_no_collisions() -> None:
     assert len(seeds) == 3 * 64 * 64
 
 
-def test_sub_area_reuses_global_windows_and_seeds() -> None:
+@st.composite
+def plan_and_area(draw: st.DrawFn) -> tuple[WindowPlan, tuple[int, int, int, int]]:
+    plan = plan_windows(**draw(plan_params(max_windows=None)))
+    row, col = draw(st.integers(0, plan.height - 1)), draw(st.integers(0, plan.width - 1))
+    height, width = draw(st.integers(1, plan.height - row)), draw(st.integers(1, plan.width - col))
+    return plan, (row, col, height, width)
+
+
+@settings(max_examples=200, deadline=None)
+@given(plan_and_area())
+def test_covering_is_exactly_the_windows_touching_an_area(case: tuple) -> None:
+    """A part of the raster is rendered with the whole raster's windows (so their weights and seeds) that touch it."""
+    plan, (row, col, height, width) = case
+    rows, cols = plan.covering(row, col, height, width)
+    touching_rows = [r for r, o in enumerate(plan.row_offsets) if o < row + height and o + plan.tile_px > row]
+    touching_cols = [c for c, o in enumerate(plan.col_offsets) if o < col + width and o + plan.tile_px > col]
+    assert list(rows) == touching_rows and list(cols) == touching_cols
+    assert plan.covering(0, 0, plan.height, plan.width) == (range(plan.rows), range(plan.cols))
+
+
+def test_sub_area_reuses_the_full_plans_windows_and_seeds() -> None:
     full = plan_windows(3000, 2500, 256, 128)
-    sub = plan_windows(700, 900, 256, 128, origin=(1280, 640))
-    full_positions = {full.global_offset(w) for w in full}
-    sub_positions = [sub.global_offset(w) for w in sub]
-    assert set(sub_positions) <= full_positions
-    assert sub.row_offsets[0] == 0 and sub.col_offsets[0] == 0
-    seeds_full = {full.global_offset(w): window_seed(7, *full.global_offset(w)) for w in full}
-    assert all(window_seed(7, *pos) == seeds_full[pos] for pos in sub_positions)
+    rows, cols = full.covering(1280, 640, 700, 900)
+    assert (rows, cols) == (range(9, 16), range(4, 13))  # offsets 1152..1920 and 512..1536
+    sub_windows = [full.window(r, c) for r in rows for c in cols]
+    assert {(w.row_off, w.col_off) for w in sub_windows} <= {(w.row_off, w.col_off) for w in full}
+    assert len({window_seed(7, w.row_off, w.col_off) for w in sub_windows}) == len(sub_windows)
 
 
 # --------------------------------------------------------------------------- validation
@@ -276,8 +295,6 @@ def test_sub_area_reuses_global_windows_and_seeds() -> None:
         ({"height": 2.5}, r"^height=2.5 must be an integer$"),
         ({"tile_px": True}, r"^tile_px=True must be an integer, not a bool$"),
         ({"overlap_px": "64"}, r"^overlap_px='64' must be an integer$"),
-        ({"origin": (1, 2, 3)}, r"^origin=\(1, 2, 3\) must be a \(row, col\) pair of integers$"),
-        ({"origin": (0, 1.5)}, r"^origin col=1.5 must be an integer$"),
     ],
 )
 def test_plan_validation_messages(kwargs: dict, message: str) -> None:
@@ -300,7 +317,13 @@ def test_other_validation() -> None:
         band_rows(plan, -1)
     with pytest.raises(SatgenError, match="outside the 4x4 window plan"):
         plan.window(4, 0)
-    with pytest.raises(SatgenError, match=r"^seed=1\.0 must be an integer$"):
+    with pytest.raises(SatgenError, match=r"^seed=1\.0 must be an integer$") as info:
         window_seed(1.0, 0, 0)  # type: ignore[arg-type]
+    assert info.value.param == "seed"
+    with pytest.raises(SatgenError, match=r"^area of 100x1 px at \(550, 0\) is not inside the 600x600 px raster$") as info:
+        plan.covering(550, 0, 100, 1)
+    assert info.value.param == "region"
+    with pytest.raises(SatgenError, match="not inside"):
+        plan.covering(0, -1, 1, 1)
     with pytest.raises(IndexError):
         plan[16]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,7 @@ QGIS_PLUGINS = Path(os.environ.get("QGIS_PLUGINS_DIR", "/usr/share/qgis/python/p
 TEST_CLI = os.environ.get("SATGEN_TEST_CLI") or str(REPO / ".venv" / "bin" / "satgen")
 
 try:
-    from qgis.core import QgsApplication, QgsProject  # noqa: E402
+    from qgis.core import QgsApplication, QgsProcessingFeedback, QgsProject  # noqa: E402
 except ImportError as err:  # e.g. run with the toolkit's venv instead of the system Python
     raise pytest.UsageError(
         f"tests_qgis need QGIS's Python bindings ({err}). Install them with 'apt-get install -y "
@@ -84,11 +85,12 @@ def pytest_unconfigure(config) -> None:
 
 
 def set_toolkit(value: str) -> None:
-    """Set the provider's toolkit setting (Options → Processing → Providers → SatGen)."""
+    """Store the provider's toolkit setting as a saved profile holds it, without the check the
+    Options dialog runs (see test_toolkit_setting.py for that check)."""
     from processing.core.ProcessingConfig import ProcessingConfig
     from satgen.toolkit import SETTING_NAME
 
-    ProcessingConfig.setSettingValue(SETTING_NAME, value)
+    ProcessingConfig.settings[SETTING_NAME].value = value
 
 
 def write_utm_raster(path: Path, bands: int) -> Path:
@@ -127,3 +129,58 @@ def sample_osm() -> str:
     if not path.is_file():
         pytest.skip(f"{path} missing")
     return str(path)
+
+
+FAKE_HEADER = f"#!{sys.executable}\nimport json, os, signal, sys, time\n"
+
+
+@pytest.fixture
+def fake_toolkit(tmp_path):
+    """Install a fake ``satgen`` script (Python source body) as the configured toolkit."""
+    def install(body: str) -> Path:
+        path = tmp_path / "fake-env" / "bin" / "satgen"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(FAKE_HEADER + body)
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+        set_toolkit(str(tmp_path / "fake-env"))
+        return path
+
+    yield install
+    set_toolkit(TEST_CLI)
+
+
+class Recorder(QgsProcessingFeedback):
+    """Keeps what the algorithm dialog would show: log lines by kind, progress values and texts."""
+
+    def __init__(self):
+        super().__init__()
+        self.infos, self.warnings, self.errors, self.progress, self.texts = [], [], [], [], []
+        self.progressChanged.connect(self.progress.append)
+
+    def setProgressText(self, text):  # noqa: N802
+        self.texts.append(text)
+
+    def pushInfo(self, text):  # noqa: N802
+        self.infos.append(text)
+
+    def pushWarning(self, text):  # noqa: N802
+        self.warnings.append(text)
+
+    def reportError(self, text, fatalError=False):  # noqa: N802
+        self.errors.append((text, fatalError))
+
+    @property
+    def log(self):
+        return self.infos + self.warnings + [text for text, _ in self.errors]
+
+
+def one_road_layer():
+    """A memory layer with one road line near Kotka (EPSG:4326)."""
+    from qgis.core import QgsFeature, QgsGeometry, QgsVectorLayer
+
+    layer = QgsVectorLayer("LineString?crs=EPSG:4326", "road", "memory")
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromWkt("LineString (26.94 60.52, 26.95 60.53)"))
+    layer.dataProvider().addFeatures([feature])
+    LAYERS.append(layer)
+    return layer

@@ -157,7 +157,7 @@ def test_vector_layers_to_imagery_and_mask(drawn_layers, tiny_checkpoint, tmp_pa
 def test_rasterize_layers_auto_crs(drawn_layers, tmp_path):
     output = tmp_path / "mask.tif"
     processing.run("satgen:rasterizemask", {
-        "SOURCE": 2, "ROADS": drawn_layers["roads"], "BUILDINGS": drawn_layers["buildings"],
+        "ROADS": drawn_layers["roads"], "BUILDINGS": drawn_layers["buildings"],
         "GSD": 2.0, "OUTPUT": str(output),
     })
     layer = _raster(output)
@@ -173,7 +173,7 @@ def test_rasterize_layers_auto_crs(drawn_layers, tmp_path):
 
 def test_mask_raster_to_imagery(drawn_layers, tiny_checkpoint, tmp_path):
     mask = processing.run("satgen:rasterizemask", {
-        "SOURCE": 2, "ROADS": drawn_layers["roads"], "GSD": 2.0, "OUTPUT": "TEMPORARY_OUTPUT"})["OUTPUT"]
+        "ROADS": drawn_layers["roads"], "GSD": 2.0, "OUTPUT": "TEMPORARY_OUTPUT"})["OUTPUT"]
     assert mask.endswith(".tif") and os.path.isfile(mask)
     output = tmp_path / "image.tif"
     processing.run("satgen:generatefrommask", {
@@ -205,7 +205,7 @@ def test_toolkit_error_line_is_reported(tmp_path):
 def test_osm_file_to_imagery(sample_osm, tiny_checkpoint, tmp_path):
     output = tmp_path / "kotka.tif"
     processing.run("satgen:generatefromosm", {
-        "EXTENT": "26.945,26.953,60.528,60.532 [EPSG:4326]", "SOURCE": 1, "OSM_FILE": sample_osm,
+        "EXTENT": "26.945,26.953,60.528,60.532 [EPSG:4326]", "OSM_FILE": sample_osm,
         "GSD": 1.0, "CHECKPOINT": tiny_checkpoint, "DEVICE": 1, "OUTPUT": str(output),
     })
     layer = _raster(output)
@@ -230,7 +230,7 @@ def test_cancel_leaves_no_output(sample_osm, tiny_checkpoint, tmp_path):
     # ~2.2 × 2.2 km at 0.5 m: a 4400 px mask and hundreds of windows — far from done at the first update.
     with pytest.raises(QgsProcessingException, match="Canceled"):
         processing.run("satgen:generatefromosm", {
-            "EXTENT": "26.93,26.97,60.52,60.54 [EPSG:4326]", "SOURCE": 1, "OSM_FILE": sample_osm,
+            "EXTENT": "26.93,26.97,60.52,60.54 [EPSG:4326]", "OSM_FILE": sample_osm,
             "GSD": 0.5, "CHECKPOINT": tiny_checkpoint, "DEVICE": 1,
             "OUTPUT": str(output), "MASK_OUTPUT": str(mask),
         }, feedback=feedback)
@@ -251,7 +251,7 @@ def test_rasterize_osm_file_within_aoi_layer(sample_osm, tmp_path):
     LAYERS.append(aoi)
     output = tmp_path / "aoi-mask.tif"
     processing.run("satgen:rasterizemask", {
-        "AOI": aoi, "SOURCE": 1, "OSM_FILE": sample_osm, "GSD": 2.0, "OUTPUT": str(output)})
+        "AOI": aoi, "OSM_FILE": sample_osm, "GSD": 2.0, "OUTPUT": str(output)})
     layer = _raster(output)
     assert layer.crs().authid() == "EPSG:32635"
     dataset = gdal.Open(str(output))

@@ -7,7 +7,7 @@ import stat
 
 import processing
 import pytest
-from conftest import TEST_CLI, set_toolkit
+from conftest import TEST_CLI, one_road_layer, set_toolkit
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback
 
 from satgen import toolkit
@@ -23,7 +23,8 @@ def test_provider_registers_four_algorithms():
     for algorithm_id in ALGORITHMS:
         algorithm = registry.algorithmById(algorithm_id)
         assert algorithm is not None, algorithm_id
-        assert algorithm.group() == "SatGen" and algorithm.groupId() == "satgen"
+        # no group: the algorithms sit directly under the provider (issue 10, item 14)
+        assert algorithm.group() == "" and algorithm.groupId() == ""
         assert algorithm.shortHelpString().strip()
         assert "OUTPUT" in [d.name() for d in algorithm.destinationParameterDefinitions()]
     assert provider.supportedOutputRasterLayerExtensions() == ["tif"]
@@ -65,7 +66,7 @@ def test_missing_toolkit_gives_install_command(tmp_path):
     try:
         with pytest.raises(QgsProcessingException) as caught:
             processing.run("satgen:generatefromvector", {
-                "ROADS": _one_road_layer(), "OUTPUT": str(tmp_path / "out.tif"),
+                "ROADS": one_road_layer(), "OUTPUT": str(tmp_path / "out.tif"),
             }, feedback=feedback)
     finally:
         set_toolkit(TEST_CLI)
@@ -77,28 +78,32 @@ def test_missing_toolkit_gives_install_command(tmp_path):
     assert not os.path.exists(tmp_path / "out.tif")
 
 
-def _one_road_layer():
-    from conftest import LAYERS
-    from qgis.core import QgsFeature, QgsGeometry, QgsVectorLayer
-
-    layer = QgsVectorLayer("LineString?crs=EPSG:4326", "road", "memory")
-    feature = QgsFeature()
-    feature.setGeometry(QgsGeometry.fromWkt("LineString (26.94 60.52, 26.95 60.53)"))
-    layer.dataProvider().addFeatures([feature])
-    LAYERS.append(layer)
-    return layer
-
-
 @pytest.mark.parametrize("parameters, expected", [
-    ({"SOURCE": 0}, "needs an area"),
-    ({"SOURCE": 1}, "Choose the local OSM file"),
-    ({"SOURCE": 1, "OSM_FILE": "/no/such/file.osm.pbf"}, "does not exist"),
-    ({"SOURCE": 0, "EXTENT": "26.94,26.95,60.52,60.53 [EPSG:4326]", "OSM_FILE": "/x.osm.pbf"},
-     "data source is the Overpass"),
+    ({}, "needs an area"),
+    ({}, "or choose a local OSM file"),  # no file and no area: the message says how to use a file
+    ({"OSM_FILE": "/no/such/file.osm.pbf"}, "does not exist"),
+    ({"EXTENT": "26.94,26.95,60.52,60.53 [EPSG:4326]", "OSM_FILE": "/x.osm.pbf"}, "/x.osm.pbf does not exist"),
 ])
 def test_osm_parameter_checks(tmp_path, parameters, expected):
     with pytest.raises(QgsProcessingException, match=expected):
         processing.run("satgen:generatefromosm", {**parameters, "OUTPUT": str(tmp_path / "o.tif")})
+
+
+@pytest.mark.parametrize("algorithm", ["satgen:generatefromosm", "satgen:rasterizemask"])
+def test_data_source_is_one_choice(algorithm):
+    """Item 15: no separate 'source' control to contradict the inputs; a file set means the file."""
+    registry = QgsApplication.processingRegistry()
+    definitions = {d.name(): d for d in registry.algorithmById(algorithm).parameterDefinitions()}
+    assert "SOURCE" not in definitions
+    assert "empty = download from the Overpass API" in definitions["OSM_FILE"].description()
+
+
+def test_rasterize_refuses_a_file_and_layers_together(tmp_path):
+    osm = tmp_path / "area.osm"
+    osm.write_text("<osm version='0.6'/>")
+    with pytest.raises(QgsProcessingException, match="either a local OSM file or road/building layers"):
+        processing.run("satgen:rasterizemask", {"OSM_FILE": str(osm), "ROADS": one_road_layer(),
+                                                "OUTPUT": str(tmp_path / "m.tif")})
 
 
 def test_vector_needs_a_layer(tmp_path):

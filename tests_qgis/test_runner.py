@@ -2,50 +2,13 @@
 
 from __future__ import annotations
 
-import stat
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from conftest import TEST_CLI, set_toolkit, write_utm_raster
-from qgis.core import QgsProcessingException, QgsProcessingFeedback
+from conftest import Recorder, write_utm_raster
+from qgis.core import QgsProcessingException
 
 from satgen import runner
-
-FAKE_HEADER = f"#!{sys.executable}\nimport json, os, signal, sys, time\n"
-
-
-@pytest.fixture
-def fake_toolkit(tmp_path):
-    """Install a fake ``satgen`` script (Python source body) as the configured toolkit."""
-    def install(body: str) -> Path:
-        path = tmp_path / "fake-env" / "bin" / "satgen"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(FAKE_HEADER + body)
-        path.chmod(path.stat().st_mode | stat.S_IXUSR)
-        set_toolkit(str(tmp_path / "fake-env"))
-        return path
-
-    yield install
-    set_toolkit(TEST_CLI)
-
-
-class Recorder(QgsProcessingFeedback):
-    def __init__(self):
-        super().__init__()
-        self.infos, self.warnings, self.progress, self.texts = [], [], [], []
-        self.progressChanged.connect(self.progress.append)
-
-    def setProgressText(self, text):  # noqa: N802
-        self.texts.append(text)
-
-    def pushInfo(self, text):  # noqa: N802
-        self.infos.append(text)
-
-    def pushWarning(self, text):  # noqa: N802
-        self.warnings.append(text)
-
 
 def test_progress_stages_and_log_lines(fake_toolkit, tmp_path):
     fake_toolkit(
@@ -110,14 +73,18 @@ def test_existing_output_survives_a_failed_run(fake_toolkit, tmp_path):
 
 
 def test_cli_options_in_errors_are_named_as_parameters(fake_toolkit, tmp_path):
+    """The error's concept (JSON ``param``) is named by the parameter's label; the CLI flag is not shown."""
     import processing
 
     mask = write_utm_raster(tmp_path / "mask.tif", 2)
-    fake_toolkit("print('Error: the default model is not installed; pass --checkpoint PATH', file=sys.stderr)\n"
-                 "sys.exit(1)\n")
-    expected = r"pass --checkpoint PATH \(in QGIS: --checkpoint = 'Generator model"
-    with pytest.raises(QgsProcessingException, match=expected):
+    fake_toolkit("print(json.dumps({'error': 'the default model is not installed; choose a generator '\n"
+                 "                   'checkpoint', 'param': 'checkpoint'}), flush=True)\n"
+                 "print('Error: the default model is not installed; choose a generator checkpoint (--checkpoint)',\n"
+                 "      file=sys.stderr)\nsys.exit(1)\n")
+    expected = r"^Error: the default model is not installed; .* Check the parameter “Generator model"
+    with pytest.raises(QgsProcessingException, match=expected) as caught:
         processing.run("satgen:generatefrommask", {"MASK": str(mask), "OUTPUT": str(tmp_path / "o.tif")})
+    assert "--" not in str(caught.value)
 
 
 def test_osm_algorithm_arguments(fake_toolkit, tmp_path):
@@ -138,7 +105,7 @@ def test_osm_algorithm_arguments(fake_toolkit, tmp_path):
             QgsRectangle(26.94, 60.52, 26.96, 60.54))
     extent = f"{mercator.xMinimum()},{mercator.xMaximum()},{mercator.yMinimum()},{mercator.yMaximum()} [EPSG:3857]"
     processing.run("satgen:generatefromosm", {
-        "EXTENT": extent, "SOURCE": 0, "OVERPASS_URL": "https://overpass.example.org/api", "GSD": 0.5,
+        "EXTENT": extent, "OVERPASS_URL": "https://overpass.example.org/api", "GSD": 0.5,
         "CRS": "EPSG:3067", "SEED": 5, "OVERLAP": 64, "DEVICE": 2, "OUTPUT": str(output)})
     argv = json.loads(record.read_text())
     assert argv[0] == "generate" and argv[-2:] == ["--progress", "json"]

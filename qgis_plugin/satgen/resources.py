@@ -1,9 +1,10 @@
-"""Plugin resources (the icon), loaded from files next to this module."""
+"""Plugin resources: the icon and metadata next to this module, and translated texts."""
 
 from __future__ import annotations
 
 import os
 
+from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -23,3 +24,8 @@ def metadata_version() -> str:
     except OSError:
         pass
     return "0"
+
+
+def tr(text: str) -> str:
+    """Translate a user-visible text (context ``SatGen``)."""
+    return QCoreApplication.translate("SatGen", text)

@@ -1,10 +1,13 @@
 """Run the toolkit's ``satgen`` command for one Processing algorithm.
 
-``run_satgen`` starts ``satgen <command> … --progress json``, turns its JSON progress
-lines into ``feedback.setProgress``, forwards its log lines to the Processing log, polls
-``feedback.isCanceled()`` and stops the process when asked, and turns a failure into a
-``QgsProcessingException`` carrying the command's ``Error: …`` line. After a cancel or a
-failure nothing this run created is left at the destinations.
+``run_satgen`` starts ``satgen <command> … --progress json`` and reads its stdout lines:
+``{"stage", "done", "total"}`` becomes ``feedback.setProgress``, ``{"warning": …}`` a
+warning shown prominently, ``{"error": …, "param": …}`` the :class:`ToolkitError` raised
+when the command fails (``param`` names the setting as a concept of
+``satgen_geo.errors.PARAMS``). Its stderr log lines go to the Processing log. It polls
+``feedback.isCanceled()`` and stops the process when asked. After a cancel or a failure
+nothing this run created is left at the destinations, except finished outputs named in
+``keep_after`` (a mask whose image part was cancelled).
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from qgis.core import QgsProcessingException, QgsSettings
 
-from .toolkit import SETTING_NAME, ToolkitNotFound, find_command
+from .toolkit import SETTING_NAME, ToolkitNotFound, cached, child_env, describe, find_command
 
 #: Progress range (start %, end %) of each stage the CLI reports, per command.
 STAGES: Dict[str, Dict[str, Tuple[float, float]]] = {
@@ -43,9 +46,14 @@ STAGE_TEXT = {
 STOP_GRACE_S = 5.0
 _POLL_S = 0.1
 _WINDOWS = sys.platform.startswith("win")
-#: Variables of QGIS's own Python/PROJ/GDAL that must not leak into the toolkit's Python.
-_SCRUBBED_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONEXECUTABLE",
-                 "PROJ_LIB", "PROJ_DATA", "GDAL_DATA", "GDAL_DRIVER_PATH", "GDAL_PLUGINS", "QGIS_PREFIX_PATH")
+
+
+class ToolkitError(QgsProcessingException):
+    """The toolkit command failed: ``Error: <message>``; ``param`` is the concept it names, if any."""
+
+    def __init__(self, message: str, param: Optional[str] = None) -> None:
+        super().__init__(f"Error: {message}")
+        self.message, self.param = message, param
 
 
 def configured_location() -> str:
@@ -67,7 +75,21 @@ def toolkit_command() -> List[str]:
         raise QgsProcessingException(str(err)) from None
 
 
-def run_satgen(command: str, args: Sequence[str], feedback, outputs: Iterable[str] = ()) -> None:
+def toolkit_status() -> str:
+    """One line about the configured toolkit, without running it: what was found, or how to fix it."""
+    location = configured_location()
+    found = cached(location)
+    if found is not None:
+        return f"SatGen toolkit: {found.summary()}"
+    try:
+        command = find_command(location)
+    except ToolkitNotFound as err:
+        return f"SatGen toolkit not found. {err}"
+    return f"SatGen toolkit: {describe(command)} (being checked; its version and device show here once known)"
+
+
+def run_satgen(command: str, args: Sequence[str], feedback, outputs: Iterable[str] = (),
+               stage_text: Optional[Mapping[str, str]] = None, keep_after: Optional[Mapping[str, str]] = None) -> None:
     """Run ``satgen <command> <args> --progress json`` to completion.
 
     Parameters
@@ -80,73 +102,53 @@ def run_satgen(command: str, args: Sequence[str], feedback, outputs: Iterable[st
         The algorithm's ``QgsProcessingFeedback`` (may be ``None``).
     outputs
         Files the command writes; on cancel or failure whatever this run left there is removed.
+    stage_text
+        What the progress dialog says during a stage, where it differs from :data:`STAGE_TEXT`.
+    keep_after
+        Output path → stage: the output is finished once that stage has started and is kept
+        even if the run is cancelled or fails later (the mask of ``generate``).
 
     Raises
     ------
+    ToolkitError
+        When the command fails: its error message and the concept it names.
     QgsProcessingException
-        When the toolkit is missing, the command fails (its ``Error:`` line), or on cancel.
+        When the toolkit is missing, or on cancel.
     """
-    prefix = toolkit_command()
-    argv = [*prefix, command, *[str(a) for a in args], "--progress", "json"]
+    argv = [*toolkit_command(), command, *[str(a) for a in args], "--progress", "json"]
     if feedback is not None:
+        found = cached(configured_location())
+        if found is not None:
+            feedback.pushInfo(f"SatGen toolkit: {found.summary()}")
         feedback.pushCommandInfo(" ".join(shlex.quote(a) for a in argv))
     guard = _OutputGuard([o for o in outputs if o])
+    session = _Session(STAGES.get(command, {}), feedback, {**STAGE_TEXT, **(stage_text or {})})
+    process = _start(argv)
     try:
-        process = subprocess.Popen(
+        canceled = session.follow(process)
+    except BaseException:
+        guard.clean()
+        raise
+    if canceled or process.returncode != 0:
+        kept = guard.clean(keep=[str(Path(path)) for path, stage in (keep_after or {}).items()
+                                 if stage in session.stages_seen])
+        note = "".join(f" The finished output {path} was kept." for path in kept)
+        if canceled:
+            raise QgsProcessingException(("Canceled by the user." + note) if kept else
+                                         "Canceled by the user; no output was written.")
+        raise session.failure(command, process.returncode, note)
+    session.finish()
+
+
+def _start(argv: List[str]) -> subprocess.Popen:
+    try:
+        return subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=_child_env(), encoding="utf-8", errors="replace", bufsize=1,
+            env=child_env(), encoding="utf-8", errors="replace", bufsize=1,
             creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0) if _WINDOWS else 0,
         )
     except OSError as err:
         raise QgsProcessingException(f"Cannot start the SatGen toolkit ({argv[0]}): {err}") from None
-    progress = _Progress(STAGES.get(command, {}), feedback)
-    errors: List[str] = []
-    tail: List[str] = []
-    canceled = False
-    try:
-        lines: "queue.Queue[Tuple[str, Optional[str]]]" = queue.Queue()
-        readers = [_reader(process.stdout, "out", lines), _reader(process.stderr, "err", lines)]
-        open_streams, exited_at = 2, None
-        while open_streams or process.poll() is None:
-            if feedback is not None and feedback.isCanceled():
-                canceled = True
-                stop(process)
-                break
-            if exited_at is None and process.poll() is not None:
-                exited_at = time.monotonic()
-            elif exited_at is not None and time.monotonic() - exited_at > STOP_GRACE_S:
-                break  # a leftover child of the toolkit keeps the pipes open; stop reading
-            try:
-                stream, line = lines.get(timeout=_POLL_S)
-            except queue.Empty:
-                continue
-            if line is None:
-                open_streams -= 1
-            elif stream == "out":
-                progress.line(line)
-            else:
-                _log_line(line, feedback, errors, tail)
-        process.wait()
-        for thread in readers:
-            thread.join(timeout=STOP_GRACE_S)
-        while not lines.empty():  # lines read after the loop stopped (cancel)
-            stream, line = lines.get_nowait()
-            if line is not None and stream == "err":
-                _log_line(line, feedback, errors, tail, quiet=canceled)
-    except BaseException:
-        stop(process)
-        guard.clean()
-        raise
-    if canceled:
-        guard.clean()
-        raise QgsProcessingException("Canceled by the user; no output was written.")
-    if process.returncode != 0:
-        guard.clean()
-        if errors:
-            raise QgsProcessingException(errors[-1])
-        detail = " | ".join(tail[-5:]) or "no error message"
-        raise QgsProcessingException(f"satgen {command} failed with exit status {process.returncode}: {detail}")
-    progress.finish()
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -170,13 +172,6 @@ def stop(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def _child_env() -> Dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONIOENCODING"] = "utf-8"
-    return env
-
-
 def _reader(stream, name: str, lines: "queue.Queue") -> threading.Thread:
     def pump() -> None:
         try:
@@ -192,40 +187,105 @@ def _reader(stream, name: str, lines: "queue.Queue") -> threading.Thread:
     return thread
 
 
-def _log_line(line: str, feedback, errors: List[str], tail: List[str], quiet: bool = False) -> None:
-    text = line.strip()
-    if not text:
-        return
-    tail.append(text)
-    del tail[:-20]
-    if text.startswith("Error:"):
-        errors.append(text)
-        return
-    if feedback is None or quiet:
-        return
-    if text.startswith(("WARNING:", "Warning:")) or "Warning" in text.split(":", 1)[0]:
-        feedback.pushWarning(text)
-    else:
-        feedback.pushInfo(text)
+class _Session:
+    """Follows one toolkit process: progress, warnings, errors and log lines.
 
+    stdout carries JSON lines (``stage``/``done``/``total`` progress, ``warning``, ``error``
+    with ``param``); stderr carries log lines and the CLI's own ``Error: …`` line, used
+    only when no JSON error came (an older toolkit, a crash).
+    """
 
-class _Progress:
-    """Maps ``{"stage", "done", "total"}`` lines onto one monotonic 0–100 % bar."""
+    def __init__(self, stages: Dict[str, Tuple[float, float]], feedback, stage_text: Mapping[str, str]) -> None:
+        self.stages, self.feedback, self.stage_text = stages, feedback, stage_text
+        self.value, self.stage = 0.0, ""
+        self.stages_seen: Set[str] = set()
+        self.error: Optional[Tuple[str, Optional[str]]] = None
+        self.error_lines: List[str] = []
+        self.tail: List[str] = []
+        self.warnings: Set[str] = set()
 
-    def __init__(self, stages: Dict[str, Tuple[float, float]], feedback) -> None:
-        self.stages, self.feedback, self.value, self.stage = stages, feedback, 0.0, ""
-
-    def line(self, line: str) -> None:
+    def follow(self, process: subprocess.Popen) -> bool:
+        """Read the process's output until it ends; stop it on cancel. True if cancelled."""
+        canceled = False
         try:
-            event = json.loads(line)
-            stage, done, total = event["stage"], float(event["done"]), float(event["total"])
-        except (ValueError, KeyError, TypeError):
-            if line.strip() and self.feedback is not None:
-                self.feedback.pushInfo(line.strip())
+            lines: "queue.Queue[Tuple[str, Optional[str]]]" = queue.Queue()
+            readers = [_reader(process.stdout, "out", lines), _reader(process.stderr, "err", lines)]
+            open_streams, exited_at = 2, None
+            while open_streams or process.poll() is None:
+                if self.feedback is not None and self.feedback.isCanceled():
+                    canceled = True
+                    stop(process)
+                    break
+                if exited_at is None and process.poll() is not None:
+                    exited_at = time.monotonic()
+                elif exited_at is not None and time.monotonic() - exited_at > STOP_GRACE_S:
+                    break  # a leftover child of the toolkit keeps the pipes open; stop reading
+                try:
+                    stream, line = lines.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
+                if line is None:
+                    open_streams -= 1
+                else:
+                    self.line(stream, line)
+            process.wait()
+            for thread, pipe in zip(readers, (process.stdout, process.stderr)):
+                thread.join(timeout=STOP_GRACE_S)
+                if not thread.is_alive():  # a pipe a leftover child still holds stays with its reader
+                    pipe.close()
+            while not lines.empty():  # lines read after the loop stopped (cancel)
+                stream, line = lines.get_nowait()
+                if line is not None:
+                    self.line(stream, line, quiet=canceled)
+        except BaseException:
+            stop(process)
+            raise
+        return canceled
+
+    def line(self, stream: str, line: str, quiet: bool = False) -> None:
+        text = line.strip()
+        if not text:
             return
+        if stream == "out" and text.startswith("{"):
+            try:
+                event = json.loads(text)
+            except ValueError:
+                event = None
+            if isinstance(event, dict) and self._event(event, quiet):
+                return
+        self.tail = (self.tail + [text])[-20:]
+        if text.startswith("Error:"):
+            self.error_lines.append(text)
+        elif self.feedback is not None and not quiet:
+            if text.startswith(("WARNING:", "Warning:")) or "Warning" in text.split(":", 1)[0]:
+                if text.split(":", 1)[-1].strip() not in self.warnings:
+                    self.feedback.pushWarning(text)
+            else:
+                self.feedback.pushInfo(text)
+
+    def _event(self, event: dict, quiet: bool) -> bool:
+        """Handle one JSON line; False if it is none of the known kinds."""
+        if "error" in event:
+            self.error = (str(event["error"]), event.get("param") or None)
+        elif "warning" in event:
+            text = str(event["warning"]).strip()
+            if self.feedback is not None and not quiet and text not in self.warnings:
+                self.feedback.reportError(f"Warning: {text}", False)
+            self.warnings.add(text)
+        elif {"stage", "done", "total"} <= set(event):
+            try:
+                self._progress(str(event["stage"]), float(event["done"]), float(event["total"]))
+            except (TypeError, ValueError):
+                return False
+        else:
+            return False
+        return True
+
+    def _progress(self, stage: str, done: float, total: float) -> None:
         if stage != self.stage and self.feedback is not None:
-            self.feedback.setProgressText(STAGE_TEXT.get(stage, stage))
+            self.feedback.setProgressText(self.stage_text.get(stage, stage))
         self.stage = stage
+        self.stages_seen.add(stage)
         start, end = self.stages.get(stage, (self.value, self.value))
         fraction = min(max(done / total, 0.0), 1.0) if total > 0 else 1.0
         self._set(start + (end - start) * fraction)
@@ -238,6 +298,15 @@ class _Progress:
             self.value = value
             if self.feedback is not None:
                 self.feedback.setProgress(value)
+
+    def failure(self, command: str, returncode: int, note: str = "") -> ToolkitError:
+        """The exception for a failed run: the JSON error, else the ``Error:`` line, else the log tail."""
+        if self.error is not None:
+            return ToolkitError(self.error[0] + note, self.error[1])
+        if self.error_lines:
+            return ToolkitError(self.error_lines[-1][len("Error:"):].strip() + note)
+        detail = " | ".join(self.tail[-5:]) or "no error message"
+        return ToolkitError(f"satgen {command} failed with exit status {returncode}: {detail}{note}")
 
 
 class _OutputGuard:
@@ -252,11 +321,16 @@ class _OutputGuard:
         self.before = {p: _stamp(p) for p in self.outputs}
         self.listing = {d: set(_listdir(d)) for d in {p.parent for p in self.outputs}}
 
-    def clean(self) -> None:
+    def clean(self, keep: Iterable[str] = ()) -> List[str]:
+        """Remove what the run left; outputs in ``keep`` that it finished stay. Returns those kept."""
+        kept = []
         for path in self.outputs:
             stamp = _stamp(path)
             if stamp is not None and stamp != self.before[path]:
-                _remove(path)
+                if str(path) in keep:
+                    kept.append(str(path))
+                else:
+                    _remove(path)
         names = {p.name for p in self.outputs}
         for folder, old in self.listing.items():
             for entry in set(_listdir(folder)) - old:
@@ -264,6 +338,7 @@ class _OutputGuard:
                     entry.startswith(f".{name}.") for name in names)
                 if partial or entry.startswith("satgen-"):
                     _remove(folder / entry)
+        return kept
 
 
 def _stamp(path: Path) -> Optional[Tuple[int, int, int]]:

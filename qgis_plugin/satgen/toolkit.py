@@ -8,15 +8,19 @@ be used and tested anywhere.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 #: Processing setting (Options → Processing → Providers → SatGen) holding the toolkit path.
 SETTING_NAME = "SATGEN_TOOLKIT"
-SETTING_DESCRIPTION = "SatGen toolkit environment (Python environment folder or path to the satgen executable)"
+SETTING_DESCRIPTION = ("SatGen toolkit environment (the satgen executable, a Python with satgen-geo, or its "
+                       "environment folder)")
 #: Where the path shows up in the QGIS user interface.
 SETTING_LOCATION = "Settings → Options → Processing → Providers → SatGen → SatGen toolkit environment"
 #: Environment variable that may point to the toolkit (same forms as the setting).
@@ -25,6 +29,16 @@ ENV_VAR = "SATGEN_CLI"
 _WINDOWS = sys.platform.startswith("win")
 _EXECUTABLES = ("Scripts/satgen.exe", "bin/satgen.exe", "satgen.exe") if _WINDOWS else ("bin/satgen", "satgen")
 _PYTHONS = ("Scripts/python.exe", "python.exe") if _WINDOWS else ("bin/python3", "bin/python", "python3", "python")
+#: Variables of QGIS's own Python/PROJ/GDAL that must not leak into the toolkit's Python.
+_SCRUBBED_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONEXECUTABLE",
+                 "PROJ_LIB", "PROJ_DATA", "GDAL_DATA", "GDAL_DRIVER_PATH", "GDAL_PLUGINS", "QGIS_PREFIX_PATH")
+#: Seconds one detection run (``satgen --version``, the torch probe) may take.
+DETECT_TIMEOUT_S = 120.0
+#: Run by the toolkit's Python: versions and the device ``--device auto`` picks.
+_PROBE = ("import json, satgen_geo, torch\n"
+          "from satgen_geo.model.loaded import resolve_device\n"
+          "print(json.dumps({'satgen': satgen_geo.__version__, 'torch': torch.__version__, "
+          "'device': str(resolve_device('auto'))}))")
 
 
 class ToolkitNotFound(Exception):
@@ -119,3 +133,111 @@ def _message(reason: str) -> str:
 def describe(command: Sequence[str]) -> str:
     """A readable form of a command prefix for log output."""
     return " ".join(command)
+
+
+def child_env() -> Dict[str, str]:
+    """The environment the toolkit runs in: this one without QGIS's Python/PROJ/GDAL variables."""
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+@dataclass(frozen=True)
+class Toolkit:
+    """What :func:`detect` found: the command, the versions and the device ``auto`` picks."""
+
+    command: Tuple[str, ...]
+    version: str
+    torch: str = "unknown"
+    device: str = "unknown"
+
+    def summary(self) -> str:
+        """One line for logs and the settings: path, satgen version, torch version and device."""
+        return (f"{describe(self.command)} (satgen {self.version}, torch {self.torch}, "
+                f"compute device {self.device})")
+
+
+_DETECTED: Dict[Tuple[Tuple[str, ...], Optional[int]], Toolkit] = {}
+
+
+def detect(location: Optional[str], environ: Optional[dict] = None) -> Toolkit:
+    """Find the toolkit like :func:`find_command` and check that it runs.
+
+    Runs ``satgen --version`` and, with the toolkit's Python, a probe for the torch version
+    and the device ``--device auto`` picks. Results are cached per command (until the
+    executable changes).
+
+    Raises
+    ------
+    ToolkitNotFound
+        When nothing is found or the command does not run; the message says how to fix it.
+    """
+    command = tuple(find_command(location, environ))
+    key = (command, _mtime(command[0]))
+    if key not in _DETECTED:
+        answer = _run_probe([*command, "--version"]).strip()
+        if ", version " not in answer:
+            raise ToolkitNotFound(_message(f"{describe(command)} is not the satgen command (its --version "
+                                           f"printed {answer[:80]!r})."))
+        found = Toolkit(command, answer.rsplit(" ", 1)[-1])
+        python = python_of(command)
+        if python:
+            try:
+                probe = json.loads(_run_probe([python, "-c", _PROBE]).strip().splitlines()[-1])
+                found = Toolkit(command, probe["satgen"], probe["torch"], probe["device"])
+            except (ToolkitNotFound, ValueError, KeyError, IndexError):
+                pass  # the command runs; only the torch details are unknown
+        _DETECTED[key] = found
+    return _DETECTED[key]
+
+
+def cached(location: Optional[str], environ: Optional[dict] = None) -> Optional[Toolkit]:
+    """The last :func:`detect` result for this setting, without running anything (or ``None``)."""
+    try:
+        command = tuple(find_command(location, environ))
+    except ToolkitNotFound:
+        return None
+    return _DETECTED.get((command, _mtime(command[0])))
+
+
+def python_of(command: Sequence[str]) -> Optional[str]:
+    """The Python interpreter of a command prefix: itself, the script's ``#!`` line, or a sibling."""
+    if len(command) > 1:
+        return command[0]
+    executable = Path(command[0])
+    try:
+        with open(executable.resolve(), "rb") as handle:
+            first = handle.readline(4096).decode("utf-8", "replace")
+    except OSError:
+        first = ""
+    if first.startswith("#!"):
+        interpreter = first[2:].strip().split(" ")[0]
+        if Path(interpreter).name.lower().startswith("python") and _is_executable(Path(interpreter)):
+            return interpreter
+    for name in ("python.exe",) if _WINDOWS else ("python3", "python"):
+        if _is_executable(executable.parent / name):
+            return str(executable.parent / name)
+    return None
+
+
+def _run_probe(argv: List[str]) -> str:
+    """stdout of a short toolkit command; ToolkitNotFound when it cannot run or fails."""
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=child_env(),
+                              encoding="utf-8", errors="replace", timeout=DETECT_TIMEOUT_S,
+                              creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0) if _WINDOWS else 0)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ToolkitNotFound(_message(f"Cannot run the SatGen toolkit ({describe(argv)}): {err}.")) from None
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        detail = lines[-1].strip() if lines else f"exit status {done.returncode}"
+        raise ToolkitNotFound(_message(f"The SatGen toolkit command {describe(argv[:1])} does not run: {detail}."))
+    return done.stdout
+
+
+def _mtime(path: str) -> Optional[int]:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None

@@ -36,12 +36,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from satgen_geo._validate import check_int
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["TILE_MULTIPLE", "UNetGenerator"]
+__all__ = ["MAX_CHANNELS", "MAX_FEATURES", "TILE_MULTIPLE", "UNetGenerator", "state_shapes"]
 
 #: Input height and width must be multiples of this (8 stride-2 downsamplings).
 TILE_MULTIPLE = 256
+#: Largest base width ``features``: 512 gives about 3.5 billion parameters (14 GB in float32).
+MAX_FEATURES = 512
+#: Largest number of input or output channels.
+MAX_CHANNELS = 16
 
 _DROPOUT_P = 0.5
 
@@ -115,11 +121,17 @@ class UNetGenerator(nn.Module):
     Parameters
     ----------
     in_channels
-        Mask channels (2: roads and buildings).
+        Mask channels (2: roads and buildings), at most :data:`MAX_CHANNELS`.
     out_channels
-        Image channels (3: RGB).
+        Image channels (3: RGB), at most :data:`MAX_CHANNELS`.
     features
-        Base width ``f``; the encoder goes f, 2f, 4f, 8f, 8f, 8f, 8f, 8f.
+        Base width ``f``, at most :data:`MAX_FEATURES`; the encoder goes f, 2f, 4f, 8f,
+        8f, 8f, 8f, 8f.
+
+    Raises
+    ------
+    ConfigError
+        If an argument is not a whole number in its range (``param="generator"``).
 
     Notes
     -----
@@ -130,9 +142,9 @@ class UNetGenerator(nn.Module):
 
     def __init__(self, in_channels: int = 2, out_channels: int = 3, features: int = 64) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("features", features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"UNetGenerator {name} must be a positive integer, got {value!r}")
+        check_int(in_channels, "generator", "generator in_channels", maximum=MAX_CHANNELS)
+        check_int(out_channels, "generator", "generator out_channels", maximum=MAX_CHANNELS)
+        check_int(features, "generator", "generator features", maximum=MAX_FEATURES)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.features = features
@@ -241,3 +253,15 @@ class UNetGenerator(nn.Module):
         u = self.up6(torch.cat((u, d3), dim=1))
         u = self.up7(torch.cat((u, d2), dim=1))
         return self.final(torch.cat((u, d1), dim=1))
+
+
+def state_shapes(in_channels: int = 2, out_channels: int = 3, features: int = 64) -> dict[str, tuple[int, ...]]:
+    """The state-dict keys and tensor shapes of ``UNetGenerator(in_channels, out_channels, features)``.
+
+    The module is built on PyTorch's ``meta`` device, so no weight memory is allocated
+    whatever the sizes: checkpoints are checked against this before a model is built.
+    The state dict holds every parameter and nothing else (the model has no buffers).
+    """
+    with torch.device("meta"):
+        model = UNetGenerator(in_channels, out_channels, features)
+    return {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}

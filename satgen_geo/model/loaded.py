@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from satgen_geo.errors import CheckpointError
+from satgen_geo.errors import CheckpointError, DeviceError
 from satgen_geo.model.checkpoint import count_parameters, file_sha256, load_generator
 from satgen_geo.model.generator import UNetGenerator
 from satgen_geo.model.spec import ModelSpec
@@ -25,7 +25,8 @@ class LoadedModel:
     """A generator on its device, with its spec and provenance.
 
     ``lock`` serialises uses of the generator that change its dropout mode (several
-    renders of one model in threads, as the HTTP server does).
+    renders of one model in threads, as the HTTP server does). ``sha256`` is the
+    checkpoint file's full SHA-256 (64 hex digits).
     """
 
     generator: UNetGenerator
@@ -37,7 +38,13 @@ class LoadedModel:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` → CUDA if available, else Apple MPS, else CPU; or the named device, checked."""
+    """``auto`` → CUDA if available, else Apple MPS, else CPU; or the named device, checked.
+
+    Raises
+    ------
+    DeviceError
+        If the device is unknown or not available on this machine (``param="device"``).
+    """
     name = (name or "auto").lower()
     if name == "auto":
         if torch.cuda.is_available():
@@ -48,18 +55,30 @@ def resolve_device(name: str = "auto") -> torch.device:
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     kind = name.split(":")[0]
     if kind not in available:
-        raise CheckpointError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps", param="device")
     if not available[kind]:
-        raise CheckpointError(f"device {name!r} is not available on this machine; use --device auto or cpu")
-    return torch.device(name)
+        raise DeviceError(f"device {name!r} is not available on this machine; use auto or cpu", param="device")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps", param="device") from None
 
 
 def load_model(checkpoint: str | Path | None = None, device: str = "auto") -> LoadedModel:
-    """Load ``checkpoint`` (any format :func:`load_generator` reads), or the shipped default."""
+    """Load ``checkpoint`` (any format :func:`load_generator` reads), or the shipped default.
+
+    Raises
+    ------
+    DeviceError
+        If the device is unknown or unavailable.
+    CheckpointError
+        If the checkpoint is missing, unreadable or not a satgen generator.
+    """
     path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
     if checkpoint is None and not path.is_file():
         raise CheckpointError(
-            f"the default model {path.name} is not installed with this package; pass --checkpoint PATH"
+            f"the default model {path.name} is not installed with this package; give a checkpoint file",
+            param="checkpoint",
         )
     target = resolve_device(device)
     generator, spec = load_generator(path, device=target)

@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import json
 import logging
-import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NoReturn
 
-from satgen_geo.errors import CheckpointError
+from satgen_geo._validate import check_choice, check_int, check_number
+from satgen_geo.errors import CheckpointError, ConfigError
+from satgen_geo.model.generator import MAX_CHANNELS, MAX_FEATURES, TILE_MULTIPLE
+from satgen_geo.tiling import max_overlap
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ARCHITECTURE", "NORMALISATIONS", "ModelSpec"]
+__all__ = ["ARCHITECTURE", "MAX_GSD_M", "MAX_SPEC_BYTES", "MAX_TILE_PX", "MIN_GSD_M", "NORMALISATIONS", "ModelSpec"]
 
 #: The only architecture this package implements (:class:`~satgen_geo.model.UNetGenerator`).
 ARCHITECTURE = "satgen-unet-v1"
 #: Known input/output scalings. ``"x/127.5-1"``: masks and images as 0..255 mapped to [-1, 1].
 NORMALISATIONS = ("x/127.5-1",)
-_TILE_MULTIPLE = 256
+#: Largest inference window (pixels per side) a spec may ask for.
+MAX_TILE_PX = 4096
+#: Accepted training pixel sizes, metres per pixel.
+MIN_GSD_M, MAX_GSD_M = 0.01, 1000.0
+#: Longest accepted spec JSON: a real one is well under a kilobyte plus its provenance.
+MAX_SPEC_BYTES = 1 << 20
+_FIX = "fix the spec or re-save the checkpoint with satgen"
 
 
 @dataclass(frozen=True)
@@ -30,21 +40,30 @@ class ModelSpec:
     architecture
         Network layout; only ``"satgen-unet-v1"`` is known.
     in_channels, out_channels, features
-        Generator shape (see :class:`~satgen_geo.model.UNetGenerator`).
+        Generator shape (see :class:`~satgen_geo.model.UNetGenerator`): channels 1 to
+        16, features 1 to 512.
     channel_order
         Meaning of each input channel, in order; ``len == in_channels``.
     gsd_m
-        Ground sampling distance the model was trained at, metres per pixel.
+        Ground sampling distance the model was trained at, 0.01 to 1000 metres per pixel.
     tile_px
-        Inference window size in pixels (multiple of 256).
+        Inference window size in pixels: a multiple of 256 from 256 to 4096.
     overlap_px
-        Overlap between neighbouring windows, ``0 <= overlap_px < tile_px``.
+        Overlap between neighbouring windows, ``0 <= overlap_px <= tile_px * 7 // 8``.
     normalisation
         How masks/images map to the network's value range.
     name
         Short human-readable name.
     provenance
         Free text or a JSON-compatible dict (source, licence, training notes).
+
+    Every value is bounded, so a checkpoint's spec cannot make satgen allocate more than
+    the checkpoint's own tensors need.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the first invalid field and its accepted range (``param="checkpoint"``).
     """
 
     architecture: str = ARCHITECTURE
@@ -62,51 +81,36 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if isinstance(self.channel_order, list):
             object.__setattr__(self, "channel_order", tuple(self.channel_order))
-        if isinstance(self.gsd_m, int) and not isinstance(self.gsd_m, bool):
-            object.__setattr__(self, "gsd_m", float(self.gsd_m))
-        self._validate()
+        with _as_checkpoint_error():
+            self._validate()
 
     def _validate(self) -> None:
-        """Raise :class:`CheckpointError` naming the first invalid field."""
-        if self.architecture != ARCHITECTURE:
-            _bad(
-                "architecture",
-                f"unknown architecture {self.architecture!r}; this version of satgen supports {ARCHITECTURE!r}",
-            )
-        for name in ("in_channels", "out_channels", "features", "tile_px"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                _bad(name, f"must be a positive integer, got {value!r}")
-        if self.tile_px % _TILE_MULTIPLE:
-            _bad("tile_px", f"must be a multiple of {_TILE_MULTIPLE}, got {self.tile_px}")
-        if (
-            isinstance(self.overlap_px, bool)
-            or not isinstance(self.overlap_px, int)
-            or not 0 <= self.overlap_px < self.tile_px
-        ):
-            _bad("overlap_px", f"must be an integer in [0, tile_px={self.tile_px}), got {self.overlap_px!r}")
-        if not isinstance(self.channel_order, tuple) or not all(isinstance(c, str) and c for c in self.channel_order):
-            _bad("channel_order", f"must be a list of channel names, got {self.channel_order!r}")
-        if len(self.channel_order) != self.in_channels:
-            _bad("channel_order", f"names {len(self.channel_order)} channels but in_channels is {self.in_channels}")
-        if len(set(self.channel_order)) != len(self.channel_order):
-            _bad("channel_order", f"has duplicate names: {list(self.channel_order)}")
-        if (
-            isinstance(self.gsd_m, bool)
-            or not isinstance(self.gsd_m, float)
-            or not math.isfinite(self.gsd_m)
-            or self.gsd_m <= 0
-        ):
-            _bad("gsd_m", f"must be a positive number of metres per pixel, got {self.gsd_m!r}")
-        if self.normalisation not in NORMALISATIONS:
-            _bad("normalisation", f"unknown normalisation {self.normalisation!r}; known: {', '.join(NORMALISATIONS)}")
+        """Raise :class:`ConfigError` naming the first invalid field."""
+        check_choice(self.architecture, "checkpoint", _what("architecture"), (ARCHITECTURE,))
+        check_int(self.in_channels, "checkpoint", _what("in_channels"), maximum=MAX_CHANNELS)
+        check_int(self.out_channels, "checkpoint", _what("out_channels"), maximum=MAX_CHANNELS)
+        check_int(self.features, "checkpoint", _what("features"), maximum=MAX_FEATURES)
+        check_int(
+            self.tile_px, "checkpoint", _what("tile_px"), minimum=TILE_MULTIPLE, maximum=MAX_TILE_PX, multiple_of=TILE_MULTIPLE
+        )
+        check_int(self.overlap_px, "checkpoint", _what("overlap_px"), minimum=0, maximum=max_overlap(self.tile_px))
+        order = self.channel_order
+        if not isinstance(order, tuple) or not all(isinstance(c, str) and c for c in order):
+            _bad("channel_order", f"must be a list of channel names, got {order!r}")
+        if len(order) != self.in_channels:
+            _bad("channel_order", f"names {len(order)} channels but in_channels is {self.in_channels}")
+        if len(set(order)) != len(order):
+            _bad("channel_order", f"has duplicate names: {list(order)}")
+        gsd = check_number(self.gsd_m, "checkpoint", _what("gsd_m"), minimum=MIN_GSD_M, maximum=MAX_GSD_M)
+        object.__setattr__(self, "gsd_m", gsd)
+        check_choice(self.normalisation, "checkpoint", _what("normalisation"), NORMALISATIONS)
         if not isinstance(self.name, str):
             _bad("name", f"must be a string, got {self.name!r}")
         if not isinstance(self.provenance, (str, dict)):
             _bad("provenance", f"must be a string or a JSON object, got {type(self.provenance).__name__}")
         try:
             json.dumps(self.provenance, allow_nan=False)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             _bad("provenance", f"is not JSON-serialisable ({exc})")
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,7 +134,8 @@ class ModelSpec:
         """
         if not isinstance(data, dict):
             raise CheckpointError(
-                f"model spec must be a JSON object, got {type(data).__name__}; re-save the checkpoint with satgen"
+                f"model spec must be a JSON object, got {type(data).__name__}; re-save the checkpoint with satgen",
+                param="checkpoint",
             )
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in data]
@@ -153,16 +158,33 @@ class ModelSpec:
         Raises
         ------
         CheckpointError
-            If ``text`` is not JSON or a field is missing or invalid.
+            If ``text`` is over :data:`MAX_SPEC_BYTES`, not JSON, or a field is missing or invalid.
         """
+        if len(text) > MAX_SPEC_BYTES:
+            raise CheckpointError(
+                f"model spec is {len(text):,} bytes, over the limit of {MAX_SPEC_BYTES:,}; {_FIX}", param="checkpoint"
+            )
         try:
             data = json.loads(text)
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"model spec is not valid JSON ({exc}); re-save the checkpoint with satgen") from None
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise CheckpointError(
+                f"model spec is not valid JSON ({exc}); re-save the checkpoint with satgen", param="checkpoint"
+            ) from None
         return cls.from_dict(data)
 
 
+def _what(field_name: str) -> str:
+    return f"model spec field {field_name!r}"
+
+
 def _bad(field_name: str, problem: str) -> NoReturn:
-    raise CheckpointError(
-        f"model spec field {field_name!r}: {problem}; fix the spec or re-save the checkpoint with satgen"
-    )
+    raise CheckpointError(f"{_what(field_name)}: {problem}; {_FIX}", param="checkpoint")
+
+
+@contextmanager
+def _as_checkpoint_error() -> Iterator[None]:
+    """Report the shared validation helpers' :class:`ConfigError` as a :class:`CheckpointError`."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise CheckpointError(f"{exc}; {_FIX}", param="checkpoint") from None

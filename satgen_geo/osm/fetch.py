@@ -23,22 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
-import osmnx as ox
 import pandas as pd
 import requests
-from osmnx._errors import InsufficientResponseError, ResponseStatusCodeError
 from shapely.geometry import MultiPolygon, Polygon
 from urllib3.exceptions import NewConnectionError
 
 from satgen_geo._cache import cache_dir as default_cache_dir
-from satgen_geo.errors import AOIError, AreaTooLargeError, OSMDownloadError
+from satgen_geo._validate import check_int, check_number
+from satgen_geo.errors import AOIError, AreaTooLargeError, ConfigError, OSMDownloadError
 from satgen_geo.grid import AOI, WGS84, area_km2
 from satgen_geo.osm.files import RAW_COLUMNS
 
 log = logging.getLogger(__name__)
 
 _TAGS: dict[str, bool | str | list[str]] = {"highway": True, "building": True}
-_OFFLINE_HINT = "work offline with --osm FILE (a local .osm/.osm.pbf/.gpkg extract)"
+_OFFLINE_HINT = "work offline with a local OSM extract (.osm/.osm.pbf/.gpkg)"
 _SETTINGS_LOCK = threading.Lock()
 
 
@@ -71,6 +70,14 @@ class OverpassConfig:
     max_retries: int = 4
     backoff_s: float = 2.0
     max_area_km2: float = 50.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"Overpass address must be an http(s) URL, got {self.url!r}", param="overpass_url")
+        check_number(self.timeout_s, "overpass_timeout_s", "Overpass timeout (s)", minimum=0.0, open_min=True)
+        check_int(self.max_retries, "overpass_retries", "Overpass retries", minimum=0, maximum=20)
+        check_number(self.backoff_s, "overpass_backoff_s", "Overpass back-off (s)", minimum=0.0, maximum=600.0)
+        check_number(self.max_area_km2, "max_area_km2", "Overpass download limit (km2)", minimum=0.0, open_min=True)
 
 
 class _HTTPStatusError(Exception):
@@ -111,68 +118,78 @@ def fetch_osm(aoi: AOI, config: OverpassConfig = OverpassConfig()) -> gpd.GeoDat
     OSMDownloadError
         If Overpass cannot be reached, or still fails after ``config.max_retries`` retries.
     """
-    polygon = _checked_polygon(aoi, config.max_area_km2)
-    for attempt in range(max(config.max_retries, 0) + 1):
+    polygon = check_download_area(aoi, config)
+    import osmnx as ox  # here, not at the top: reading local files should not pay for importing osmnx
+    from osmnx._errors import InsufficientResponseError
+
+    for attempt in range(config.max_retries + 1):
         try:
             with _osmnx_settings(config):
                 return _to_raw_frame(ox.features_from_polygon(polygon, tags=_TAGS))
-        except InsufficientResponseError as err:
-            if err.__cause__ is not None:  # a 200 response that was not JSON
-                raise OSMDownloadError(
-                    f"Overpass at {config.url} sent a response that is not JSON; check the URL or {_OFFLINE_HINT}"
-                ) from None
-            return _to_raw_frame(None)  # osmnx's way of saying "no matching features"
-        except _HTTPStatusError as err:
-            if not err.retryable:
-                raise OSMDownloadError(
-                    f"Overpass at {config.url} refused the query ({err}); check the URL or {_OFFLINE_HINT}"
-                ) from None
-            reason = str(err)
-        except _RemarkError as err:
-            raise OSMDownloadError(
-                f"Overpass at {config.url} could not run the query ({err}); "
-                f"split the area, raise the timeout, or {_OFFLINE_HINT}"
-            ) from None
-        except requests.Timeout:
-            reason = f"no answer within {config.timeout_s:g} s"
-        except requests.ConnectionError as err:
-            if (unreachable := _unreachable_reason(err)) is not None:
-                raise OSMDownloadError(
-                    f"cannot reach Overpass at {config.url} ({unreachable}); check your connection or {_OFFLINE_HINT}"
-                ) from None
-            reason = "connection dropped"
-        except requests.exceptions.ChunkedEncodingError:
-            reason = "connection dropped mid-response"
-        except (requests.RequestException, ResponseStatusCodeError) as err:
-            raise OSMDownloadError(
-                f"cannot query Overpass at {config.url} ({type(err).__name__}); check the URL or {_OFFLINE_HINT}"
-            ) from None
-        except OSError as err:  # after requests' errors, which are OSErrors too: the cache folder
-            raise OSMDownloadError(
-                f"cannot use the Overpass cache folder {_cache_folder(config)} ({err.strerror or err}); "
-                "point SATGEN_CACHE_DIR at a writable folder"
-            ) from None
+        except Exception as err:  # noqa: BLE001  -- sorted by _retry_reason, which re-raises the unknown
+            if isinstance(err, InsufficientResponseError) and err.__cause__ is None:
+                return _to_raw_frame(None)  # osmnx's way of saying "no matching features"
+            reason = _retry_reason(err, config)
         if attempt < config.max_retries:
             wait = config.backoff_s * 2**attempt
             log.warning("Overpass at %s: %s; retry %d/%d in %.3g s", config.url, reason,
                         attempt + 1, config.max_retries, wait)
             time.sleep(wait)
     raise OSMDownloadError(
-        f"Overpass at {config.url} still failing after {max(config.max_retries, 0) + 1} attempts ({reason}); "
-        f"try again later or {_OFFLINE_HINT}"
+        f"Overpass at {config.url} still failing after {config.max_retries + 1} attempts ({reason}); "
+        f"try again later or {_OFFLINE_HINT}", param="osm_file",
     )
 
 
-def _checked_polygon(aoi: AOI, max_area_km2: float) -> Polygon | MultiPolygon:
-    """The AOI as a valid EPSG:4326 (multi)polygon no larger than ``max_area_km2``."""
+def _retry_reason(err: Exception, config: OverpassConfig) -> str:
+    """Why a failed request is worth retrying; an :class:`OSMDownloadError` when it is not."""
+    from osmnx._errors import InsufficientResponseError, ResponseStatusCodeError
+
+    url = config.url
+    if isinstance(err, InsufficientResponseError):  # a 200 response that was not JSON
+        raise OSMDownloadError(f"Overpass at {url} sent a response that is not JSON; check the address or {_OFFLINE_HINT}",
+                               param="overpass_url") from None
+    if isinstance(err, _HTTPStatusError):
+        if err.retryable:
+            return str(err)
+        raise OSMDownloadError(f"Overpass at {url} refused the query ({err}); check the address or {_OFFLINE_HINT}",
+                               param="overpass_url") from None
+    if isinstance(err, _RemarkError):
+        raise OSMDownloadError(f"Overpass at {url} could not run the query ({err}); split the area, raise the timeout, "
+                               f"or {_OFFLINE_HINT}", param="osm_file") from None
+    if isinstance(err, requests.Timeout):
+        return f"no answer within {config.timeout_s:g} s"
+    if isinstance(err, requests.ConnectionError):
+        if (unreachable := _unreachable_reason(err)) is not None:
+            raise OSMDownloadError(f"cannot reach Overpass at {url} ({unreachable}); check your connection or "
+                                   f"{_OFFLINE_HINT}", param="osm_file") from None
+        return "connection dropped"
+    if isinstance(err, requests.exceptions.ChunkedEncodingError):
+        return "connection dropped mid-response"
+    if isinstance(err, (requests.RequestException, ResponseStatusCodeError)):
+        raise OSMDownloadError(f"cannot query Overpass at {url} ({type(err).__name__}); check the address or "
+                               f"{_OFFLINE_HINT}", param="overpass_url") from None
+    if isinstance(err, OSError):  # after requests' errors, which are OSErrors too: the cache folder
+        raise OSMDownloadError(f"cannot use the Overpass cache folder {_cache_folder(config)} ({err.strerror or err}); "
+                               "point SATGEN_CACHE_DIR at a writable folder") from None
+    raise err
+
+
+def check_download_area(aoi: AOI, config: OverpassConfig) -> Polygon | MultiPolygon:
+    """The AOI as a valid EPSG:4326 (multi)polygon no larger than ``config.max_area_km2``.
+
+    Raises :class:`AOIError` or :class:`AreaTooLargeError`; no request is made.
+    """
+    max_area_km2 = config.max_area_km2
     geom = aoi.to_crs(WGS84).geometry
     if not isinstance(geom, (Polygon, MultiPolygon)) or geom.is_empty or not geom.is_valid:
-        raise AOIError(f"the AOI must be a valid, non-empty polygon; got {geom.geom_type}")
+        raise AOIError(f"the AOI must be a valid, non-empty polygon; got {geom.geom_type}", param="aoi_file")
     area = area_km2(aoi)
     if area > max_area_km2:
         raise AreaTooLargeError(
             f"AOI is {area:.1f} km2, over the Overpass download limit of {max_area_km2:g} km2; "
-            "split the area, raise max_area_km2 (--max-area-km2), or use a local extract with --osm FILE"
+            "split the area, raise the download limit, or use a local OSM extract",
+            param="max_area_km2",
         )
     return geom
 
@@ -197,6 +214,8 @@ def _osmnx_settings(config: OverpassConfig) -> Iterator[None]:
         "log_console": False,
         "log_file": False,
     }
+    import osmnx as ox
+
     with _SETTINGS_LOCK:
         saved = {name: getattr(ox.settings, name) for name in temporary}
         getaddrinfo = socket.getaddrinfo  # osmnx replaces it to pin the server's IP

@@ -15,6 +15,9 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
+from satgen_geo._validate import check_number
+from satgen_geo.errors import ConfigError
+
 #: Width in metres drawn for each included highway class.
 ROAD_WIDTHS_M: Mapping[str, float] = MappingProxyType(
     {
@@ -63,6 +66,13 @@ class RoadConfig:
 
     classes: frozenset[str] = frozenset(ROAD_WIDTHS_M)
     widths_m: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.classes, (set, frozenset)) or not all(isinstance(c, str) and c for c in self.classes):
+            raise ConfigError(f"highway classes must be a set of class names such as 'residential', got {self.classes!r}",
+                              param="road_classes")
+        for highway, width in self.widths_m.items():
+            check_number(width, "road_widths", f"width of highway={highway} (m)", minimum=_MIN_WIDTH_M, maximum=_MAX_WIDTH_M)
 
     def width_for(self, highway: str) -> float:
         """Default width in metres of one highway class."""

@@ -23,10 +23,22 @@ class PairDataset(Dataset):
     Augmentation: one of the 8 flips/90° rotations applied to mask and image together,
     then mild brightness/contrast/saturation jitter on the image only (the mask is the
     condition and must stay exact).
+
+    Parameters
+    ----------
+    pairs
+        The training pairs.
+    generator
+        Where the augmentation draws come from (torch's global RNG is not used); read
+        from one process (``num_workers=0``), it makes the augmentations reproducible.
+    augment
+        ``False`` returns the pairs as they are.
+    jitter
+        Colour jitter strength: factors in ``1 ± jitter``.
     """
 
-    def __init__(self, pairs: Sequence[Pair], augment: bool = True, jitter: float = 0.1) -> None:
-        self.pairs, self.augment, self.jitter = list(pairs), augment, jitter
+    def __init__(self, pairs: Sequence[Pair], generator: torch.Generator, augment: bool = True, jitter: float = 0.1) -> None:
+        self.pairs, self.generator, self.augment, self.jitter = list(pairs), generator, augment, jitter
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -35,10 +47,10 @@ class PairDataset(Dataset):
         pair = self.pairs[index]
         mask, image = to_unit(pair.mask), to_unit(pair.image)
         if self.augment:
-            k = int(torch.randint(4, ()))
-            flip = bool(torch.randint(2, ()))
+            k = int(torch.randint(4, (), generator=self.generator))
+            flip = bool(torch.randint(2, (), generator=self.generator))
             mask, image = (_dihedral(t, k, flip) for t in (mask, image))
-            image = _jitter(image, self.jitter)
+            image = _jitter(image, self.jitter, self.generator)
         return mask, image
 
 
@@ -47,11 +59,11 @@ def _dihedral(x: Tensor, k: int, flip: bool) -> Tensor:
     return torch.flip(x, dims=(2,)) if flip else x
 
 
-def _jitter(image: Tensor, strength: float) -> Tensor:
+def _jitter(image: Tensor, strength: float, generator: torch.Generator) -> Tensor:
     """Random brightness, contrast and saturation factors in ``1 ± strength``."""
     if strength <= 0:
         return image
-    b, c, s = (1.0 + strength * (2 * torch.rand(3) - 1)).tolist()
+    b, c, s = (1.0 + strength * (2 * torch.rand(3, generator=generator) - 1)).tolist()
     x = (image + 1) / 2 * b
     mean = x.mean()
     x = (x - mean) * c + mean

@@ -19,14 +19,15 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 from PIL import Image
 from rasterio.windows import Window
 from shapely.geometry import box
 
-from satgen_geo.errors import CRSError, InputFileError
+from satgen_geo._validate import check_int, check_number
+from satgen_geo.errors import ConfigError, CRSError, InputFileError
 from satgen_geo.geotiff import open_raster
 from satgen_geo.grid import AOI, Grid, metric_crs
 from satgen_geo.mask import MaskSource, load_features
@@ -37,6 +38,11 @@ from satgen_geo.rasterize import prepare_shapes, rasterize_window
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
+#: Largest patch side, and largest held-out fraction of an image's width.
+MAX_PATCH_PX = 4096
+MAX_HOLDOUT = 0.9
+# Generator inputs are multiples of 256 px (model.generator.TILE_MULTIPLE; not imported: preparing data needs no torch).
+_PATCH_MULTIPLE = 256
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: A patch with more than this fraction of pure-white (no-data) pixels is skipped.
 _MAX_NODATA = 0.01
@@ -59,15 +65,24 @@ class PatchConfig:
     Parameters
     ----------
     patch_px, stride_px
-        Patch size and step (a smaller stride gives overlapping training patches).
+        Patch size (a multiple of 256 px, at most :data:`MAX_PATCH_PX`) and step (at least
+        1/8 patch, which bounds the patches per image; a smaller stride gives overlapping
+        training patches).
     holdout_right
-        Fraction of each large image's width, on the right, reserved for ``val``; images
-        narrower than four patches go entirely to ``train``.
+        Fraction of each large image's width, on the right, reserved for ``val``, from 0 to
+        :data:`MAX_HOLDOUT`; images narrower than four patches go entirely to ``train``.
     """
 
     patch_px: int = 256
     stride_px: int = 256
     holdout_right: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_int(self.patch_px, "patch_px", "patch size (px)", minimum=_PATCH_MULTIPLE, maximum=MAX_PATCH_PX)
+        if self.patch_px % _PATCH_MULTIPLE:
+            raise ConfigError(f"patch size must be a multiple of {_PATCH_MULTIPLE} px, got {self.patch_px}", param="patch_px")
+        check_int(self.stride_px, "stride_px", "patch stride (px)", minimum=self.patch_px // 8)
+        check_number(self.holdout_right, "holdout_right", "held-out fraction", maximum=MAX_HOLDOUT)
 
 
 @dataclass
@@ -90,14 +105,28 @@ def write_pair(root: Path, split: str, pair: Pair) -> None:
         Image.fromarray(np.moveaxis(array, 0, -1)).save(folder / f"{pair.name}.png")
 
 
+def split_images(root: str | Path, split: str = "train") -> list[Path]:
+    """The image files of one split of a prepared dataset, sorted by name (the one lister of pairs).
+
+    Raises
+    ------
+    InputFileError
+        If ``root`` is not a prepared dataset (``param="data"``).
+    """
+    root = Path(root)
+    if not (root / "manifest.json").is_file():
+        raise InputFileError(
+            f"{root} is not a prepared dataset (no manifest.json); create one with 'satgen dataset prepare'",
+            param="data",
+        )
+    return sorted((root / split / "images").glob("*.png"))
+
+
 def read_split(root: str | Path, split: str = "train") -> list[Pair]:
     """Load every pair of one split of a prepared dataset."""
     root = Path(root)
-    images = sorted((root / split / "images").glob("*.png"))
-    if not (root / "manifest.json").is_file():
-        raise InputFileError(f"{root} is not a prepared dataset (no manifest.json); create one with 'satgen dataset prepare'")
     pairs = []
-    for image_path in images:
+    for image_path in split_images(root, split):
         mask_path = root / split / "masks" / image_path.name
         if not mask_path.is_file():
             raise InputFileError(f"{image_path} has no mask {mask_path}; re-run 'satgen dataset prepare'")
@@ -110,7 +139,8 @@ def read_split(root: str | Path, split: str = "train") -> list[Pair]:
 def write_manifest(root: Path, summary: Summary, sources: Sequence[str], config: PatchConfig, layout: str) -> None:
     """Write ``manifest.json`` (merged with an existing one, so several sources can share a folder)."""
     path = root / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.is_file() else {"channel_order": ["roads", "buildings"], "parts": []}
+    empty: dict[str, Any] = {"channel_order": ["roads", "buildings"], "parts": []}
+    manifest = json.loads(path.read_text()) if path.is_file() else empty
     manifest["parts"].append({
         "layout": layout, "sources": list(sources), "patch_px": config.patch_px, "stride_px": config.stride_px,
         "holdout_right": config.holdout_right, "written": summary.written,

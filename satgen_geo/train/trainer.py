@@ -20,31 +20,51 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from satgen_geo._atomic import atomic_path
-from satgen_geo.errors import CheckpointError, InputFileError
+from satgen_geo._atomic import atomic_path, ensure_dir
+from satgen_geo._validate import check_int, check_number
+from satgen_geo.errors import CheckpointError, ConfigError, InputFileError
+from satgen_geo.evaluate.metrics import mean_l1
+from satgen_geo.evaluate.run import EVAL_BATCH_SIZE, generate_images
 from satgen_geo.model.checkpoint import save_generator
 from satgen_geo.model.discriminator import PatchDiscriminator
-from satgen_geo.model.generator import UNetGenerator
-from satgen_geo.model.loaded import resolve_device
+from satgen_geo.model.generator import MAX_FEATURES, UNetGenerator
+from satgen_geo.model.loaded import LoadedModel, resolve_device
 from satgen_geo.model.spec import ModelSpec
 from satgen_geo.progress import CancelFn, ProgressFn, check_cancel, report
-from satgen_geo.train.augment import PairDataset, to_unit
+from satgen_geo.train.augment import PairDataset
 from satgen_geo.train.datasets import Pair, read_split
+from satgen_geo.train.rng import SEED_RANGE, RunStreams, seeded_init
 from satgen_geo.train.vgg import PerceptualLoss, perceptual_loss
 
 log = logging.getLogger(__name__)
 
 LOG_FIELDS = ("epoch", "step", "lr", "loss_d", "loss_g_gan", "loss_g_l1", "loss_g_perc", "val_l1", "seconds")
 _REAL_LABEL = 0.9  # one-sided label smoothing for the discriminator
+#: Upper limits of the settings that control work and memory (see :class:`TrainConfig`).
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 256
+MAX_BETA = 0.9999
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters and run options (defaults: the SatGen-CV recipe).
+    """Hyper-parameters and run options (defaults: the SatGen-CV recipe), checked when made.
 
     ``max_steps`` stops early (for smoke tests and time-boxed runs; the learning rate still
     follows the full ``epochs`` schedule, so a resumed run continues it); ``checkpoint_every``
     is in epochs. ``data`` are prepared dataset folders (``satgen dataset prepare``).
+
+    Accepted ranges: ``features`` and ``disc_features`` 1 to :data:`MAX_FEATURES`;
+    ``epochs`` 1 to :data:`MAX_EPOCHS`; ``batch_size`` 1 to :data:`MAX_BATCH_SIZE`;
+    ``max_steps`` (or ``None``) and ``checkpoint_every`` at least 1; ``lr`` above 0 and at
+    most 1; ``lr_min`` from 0 to ``lr``; each of ``betas`` from 0 to :data:`MAX_BETA`; the
+    loss weights at least 0; ``input_noise_std`` and ``jitter`` from 0 to 1; ``seed`` from
+    -2**63 to 2**64 - 1 (what ``torch.manual_seed`` accepts, as for rendering).
+
+    Raises
+    ------
+    ConfigError
+        Naming the setting (``param``) and its range.
     """
 
     data: tuple[str, ...]
@@ -69,6 +89,48 @@ class TrainConfig:
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _check_run(self)
+        check_int(self.features, "features", "generator base features", maximum=MAX_FEATURES)
+        check_int(self.disc_features, "disc_features", "discriminator base features", maximum=MAX_FEATURES)
+        check_int(self.epochs, "epochs", "number of epochs", maximum=MAX_EPOCHS)
+        check_int(self.batch_size, "batch_size", "training batch size", maximum=MAX_BATCH_SIZE)
+        if self.max_steps is not None:
+            check_int(self.max_steps, "max_steps", "step limit")
+        check_int(self.checkpoint_every, "checkpoint_every", "epochs between checkpoints")
+        check_int(self.seed, "seed", "random seed", minimum=SEED_RANGE[0], maximum=SEED_RANGE[1])
+        _check_optimiser(self)
+        for param in ("lambda_gan", "lambda_l1", "lambda_perc"):
+            check_number(getattr(self, param), param, f"loss weight {param}")
+        check_number(self.input_noise_std, "input_noise_std", "input noise", maximum=1.0)
+        check_number(self.jitter, "jitter", "colour jitter", maximum=1.0)
+
+
+def _check_run(config: TrainConfig) -> None:
+    """The data folders, the run folder, the model name and the VGG-19 weights path."""
+    data = config.data
+    if isinstance(data, (str, Path)) or not data or not all(isinstance(d, (str, Path)) and str(d) for d in data):
+        raise ConfigError(
+            f"no training data ({data!r}); give one or more dataset folders made with 'satgen dataset prepare'",
+            param="data",
+        )
+    object.__setattr__(config, "data", tuple(str(d) for d in data))
+    for value, param, what in ((config.out_dir, "output", "run folder"), (config.name, "model_name", "model name")):
+        if not isinstance(value, (str, Path)) or not str(value):
+            raise ConfigError(f"the {what} must be a non-empty text, got {value!r}", param=param)
+    if config.vgg_weights is not None and not isinstance(config.vgg_weights, (str, Path)):
+        raise ConfigError(f"the VGG-19 weights must be a file path, got {config.vgg_weights!r}", param="vgg_weights")
+
+
+def _check_optimiser(config: TrainConfig) -> None:
+    """Learning rates and Adam betas."""
+    lr = check_number(config.lr, "lr", "learning rate", maximum=1.0, open_min=True)
+    check_number(config.lr_min, "lr_min", "final learning rate", maximum=lr)
+    if not isinstance(config.betas, (tuple, list)) or len(config.betas) != 2:
+        raise ConfigError(f"Adam betas must be two numbers, got {config.betas!r}", param="betas")
+    for beta in config.betas:
+        check_number(beta, "betas", f"each Adam beta of {config.betas!r}", maximum=MAX_BETA)
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -82,16 +144,18 @@ class TrainResult:
 
 
 class _State:
-    """Networks, optimizers and schedulers of one run."""
+    """Networks, optimizers, schedulers and random streams of one run."""
 
-    def __init__(self, config: TrainConfig, device: torch.device, total_steps: int) -> None:
-        torch.manual_seed(config.seed)
-        self.generator = UNetGenerator(features=config.features).to(device)
-        self.discriminator = PatchDiscriminator(features=config.disc_features).to(device)
+    def __init__(self, config: TrainConfig, device: torch.device, total_steps: int, streams: RunStreams) -> None:
+        with seeded_init(config.seed):
+            generator = UNetGenerator(features=config.features)
+            discriminator = PatchDiscriminator(features=config.disc_features)
+        self.generator, self.discriminator = generator.to(device), discriminator.to(device)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=config.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=config.betas)
         self.sched_g = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_g, total_steps, eta_min=config.lr_min)
         self.sched_d = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_d, total_steps, eta_min=config.lr_min)
+        self.streams = streams
         self.epoch, self.step = 0, 0
 
     def to_dict(self, config: TrainConfig) -> dict[str, Any]:
@@ -101,7 +165,6 @@ class _State:
             "discriminator_state_dict": self.discriminator.state_dict(),
             "optimizer_G_state_dict": self.opt_g.state_dict(), "optimizer_D_state_dict": self.opt_d.state_dict(),
             "scheduler_G_state_dict": self.sched_g.state_dict(), "scheduler_D_state_dict": self.sched_d.state_dict(),
-            "rng_state": torch.get_rng_state(),
             "config": {
                 "input_channels": 2, "output_channels": 3, "generator_features": config.features,
                 **{k: v for k, v in asdict(config).items() if k != "extra"},
@@ -115,7 +178,6 @@ class _State:
         self.opt_d.load_state_dict(checkpoint["optimizer_D_state_dict"])
         self.sched_g.load_state_dict(checkpoint["scheduler_G_state_dict"])
         self.sched_d.load_state_dict(checkpoint["scheduler_D_state_dict"])
-        torch.set_rng_state(checkpoint["rng_state"])
         self.epoch, self.step = int(checkpoint["epoch"]), int(checkpoint["global_step"])
 
 
@@ -128,30 +190,35 @@ def train(
     """Train a generator on prepared datasets; write checkpoints, a CSV log and the export.
 
     Outputs in ``config.out_dir``: ``last.pt`` (resumable, SatGen-CV layout), ``log.csv``
-    (one row per epoch) and ``generator.safetensors`` (our format, with its spec).
+    (one row per epoch; ``val_l1`` is the held-out L1 of
+    :func:`satgen_geo.evaluate.evaluate_model`) and ``generator.safetensors`` (our format,
+    with its spec). Random draws come from the run's own streams (:mod:`.rng`): the same
+    seed gives the same weights, and torch's global random state is left unchanged.
     """
     device = resolve_device(config.device)
     train_pairs, val_pairs = _load_data(config.data)
     perc = _perceptual(config, device)
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(config.out_dir)
+    streams = RunStreams()
     loader = DataLoader(
-        PairDataset(train_pairs, jitter=config.jitter), batch_size=config.batch_size, shuffle=True,
-        drop_last=len(train_pairs) > config.batch_size,
+        PairDataset(train_pairs, streams.augment, jitter=config.jitter), batch_size=config.batch_size, shuffle=True,
+        drop_last=len(train_pairs) > config.batch_size, generator=streams.data,
     )
     steps_total = config.epochs * len(loader)  # the learning rate anneals over the full schedule
-    state = _State(config, device, steps_total)
+    state = _State(config, device, steps_total, streams)
     if resume:
         state.load(_read_resume(Path(resume), config, device))
         log.info("resumed from %s at epoch %d, step %d", resume, state.epoch, state.step)
+    run_model = LoadedModel(state.generator, ModelSpec(features=config.features, name=config.name), device, "run", "-")
     tick = report(progress)
     val_l1 = None
     progress_total = min(steps_total, config.max_steps or steps_total)
     while state.epoch < config.epochs and (config.max_steps is None or state.step < config.max_steps):
         started = time.perf_counter()
+        streams.start_epoch(config.seed, state.epoch)
         losses, complete = _run_epoch(state, loader, perc, config, device, tick, progress_total, cancel)
         state.epoch += complete
-        val_l1 = validate(state.generator, val_pairs, device) if val_pairs else None
+        val_l1 = validate(run_model, val_pairs) if val_pairs else None
         _append_log(out / "log.csv", state, losses, val_l1, time.perf_counter() - started)
         if complete and state.epoch % config.checkpoint_every == 0:
             _save_checkpoint(out / "last.pt", state, config)
@@ -161,12 +228,10 @@ def train(
 
 
 def _load_data(folders: tuple[str, ...]) -> tuple[list[Pair], list[Pair]]:
-    if not folders:
-        raise InputFileError("no training data; give --data DIR (made with 'satgen dataset prepare')")
     train_pairs = [p for folder in folders for p in read_split(folder, "train")]
     val_pairs = [p for folder in folders for p in read_split(folder, "val")]
     if not train_pairs:
-        raise InputFileError(f"no training pairs in {', '.join(folders)} (train/ is empty)")
+        raise InputFileError(f"no training pairs in {', '.join(folders)} (train/ is empty)", param="data")
     log.info("%d training pairs, %d held-out validation pairs", len(train_pairs), len(val_pairs))
     return train_pairs, val_pairs
 
@@ -174,16 +239,20 @@ def _load_data(folders: tuple[str, ...]) -> tuple[list[Pair], list[Pair]]:
 def _perceptual(config: TrainConfig, device: torch.device) -> PerceptualLoss | None:
     if config.lambda_perc <= 0:
         return None
-    return perceptual_loss(config.vgg_weights).to(device)
+    with seeded_init(config.seed):  # the VGG-19 modules draw throw-away weights before loading the real ones
+        loss = perceptual_loss(config.vgg_weights)
+    return loss.to(device)
 
 
 def _read_resume(path: Path, config: TrainConfig, device: torch.device) -> dict[str, Any]:
     if not path.is_file():
-        raise CheckpointError(f"cannot resume: {path} does not exist")
+        raise CheckpointError(f"cannot resume: {path} does not exist", param="resume")
     checkpoint = torch.load(path, map_location=device, weights_only=True)
     saved = checkpoint.get("config", {}).get("generator_features")
     if saved != config.features:
-        raise CheckpointError(f"cannot resume: {path} has {saved} generator features, this run {config.features}")
+        raise CheckpointError(
+            f"cannot resume: {path} has {saved} generator features, this run {config.features}", param="features"
+        )
     return checkpoint
 
 
@@ -194,33 +263,15 @@ def _run_epoch(
     """One pass over the data (or up to ``max_steps``); returns mean losses and whether it completed."""
     sums = dict.fromkeys(("loss_d", "loss_g_gan", "loss_g_l1", "loss_g_perc"), 0.0)
     batches = 0
-    bce = nn.BCEWithLogitsLoss()
     amp = device.type == "cuda"  # mixed precision on CUDA only
-    scaler_d, scaler_g = torch.amp.GradScaler("cuda", enabled=amp), torch.amp.GradScaler("cuda", enabled=amp)
+    scalers = torch.amp.GradScaler("cuda", enabled=amp), torch.amp.GradScaler("cuda", enabled=amp)
     state.generator.train()
     state.discriminator.train()
     for mask, image in loader:
         check_cancel(cancel)
-        mask, image = mask.to(device), image.to(device)
-        noisy = (mask + config.input_noise_std * torch.randn_like(mask)).clamp(-1, 1)
-        with torch.autocast(device.type, enabled=amp):
-            fake = state.generator(noisy)
-            real_logits = state.discriminator(mask, image)
-            fake_logits = state.discriminator(mask, fake.detach())
-            loss_d = 0.5 * (bce(real_logits, torch.full_like(real_logits, _REAL_LABEL)) + bce(fake_logits, torch.zeros_like(fake_logits)))
-        _step(state.opt_d, scaler_d, loss_d)
-
-        with torch.autocast(device.type, enabled=amp):
-            fake_logits = state.discriminator(mask, fake)
-            loss_gan = bce(fake_logits, torch.ones_like(fake_logits))
-            loss_l1 = nn.functional.l1_loss(fake, image)
-            loss_perc = perc(fake, image) if perc is not None else torch.zeros((), device=device)
-            loss_g = config.lambda_gan * loss_gan + config.lambda_l1 * loss_l1 + config.lambda_perc * loss_perc
-        _step(state.opt_g, scaler_g, loss_g)
-
-        state.sched_g.step()
-        state.sched_d.step()
-        for key, value in zip(sums, (loss_d, loss_gan, loss_l1, loss_perc)):
+        noisy = (mask + state.streams.noise_like(mask, config.input_noise_std)).clamp(-1, 1)
+        losses = _train_step(state, mask.to(device), noisy.to(device), image.to(device), perc, config, scalers)
+        for key, value in zip(sums, losses, strict=True):
             sums[key] += float(value.detach())
         batches += 1
         state.step += 1
@@ -231,6 +282,33 @@ def _run_epoch(
     return means, batches == len(loader)
 
 
+def _train_step(
+    state: _State, mask: Tensor, noisy: Tensor, image: Tensor, perc: PerceptualLoss | None, config: TrainConfig,
+    scalers: tuple[torch.amp.GradScaler, torch.amp.GradScaler],
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One discriminator and one generator update; returns the four losses."""
+    bce = nn.BCEWithLogitsLoss()
+    device = mask.device
+    with torch.autocast(device.type, enabled=scalers[0].is_enabled()):
+        fake = state.generator(noisy, seeds=state.streams.dropout_seeds(len(mask)))
+        real_logits = state.discriminator(mask, image)
+        fake_logits = state.discriminator(mask, fake.detach())
+        real_loss = bce(real_logits, torch.full_like(real_logits, _REAL_LABEL))
+        loss_d = 0.5 * (real_loss + bce(fake_logits, torch.zeros_like(fake_logits)))
+    _step(state.opt_d, scalers[0], loss_d)
+
+    with torch.autocast(device.type, enabled=scalers[1].is_enabled()):
+        fake_logits = state.discriminator(mask, fake)
+        loss_gan = bce(fake_logits, torch.ones_like(fake_logits))
+        loss_l1 = nn.functional.l1_loss(fake, image)
+        loss_perc = perc(fake, image) if perc is not None else torch.zeros((), device=device)
+        loss_g = config.lambda_gan * loss_gan + config.lambda_l1 * loss_l1 + config.lambda_perc * loss_perc
+    _step(state.opt_g, scalers[1], loss_g)
+    state.sched_g.step()
+    state.sched_d.step()
+    return loss_d, loss_gan, loss_l1, loss_perc
+
+
 def _step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: Tensor) -> None:
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -238,18 +316,12 @@ def _step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: 
     scaler.update()
 
 
-@torch.no_grad()
-def validate(generator: UNetGenerator, pairs: list[Pair], device: torch.device) -> float:
-    """Mean L1 (in [0, 1] units) of the deterministic generator on held-out pairs."""
-    generator.set_mc_dropout(False)
-    total = 0.0
-    for pair in pairs:
-        mask = to_unit(pair.mask).unsqueeze(0).to(device)
-        fake = generator(mask).squeeze(0).cpu()
-        real = to_unit(pair.image)
-        total += float((fake - real).abs().mean()) / 2
-    generator.train()
-    return total / len(pairs)
+def validate(model: LoadedModel, pairs: list[Pair]) -> float:
+    """The held-out L1 of the deterministic generator: :func:`satgen_geo.evaluate.mean_l1` of
+    :func:`satgen_geo.evaluate.generate_images`, so exactly the ``l1`` the evaluation reports.
+    """
+    generated = generate_images(model, pairs, deterministic=True, batch_size=EVAL_BATCH_SIZE)
+    return mean_l1(generated, [p.image for p in pairs])
 
 
 def _append_log(path: Path, state: _State, losses: dict[str, float], val_l1: float | None, seconds: float) -> None:

@@ -22,6 +22,10 @@ PERCEPTUAL_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 TORCHVISION_CACHE = Path(torch.hub.get_dir()) / "checkpoints" / "vgg19-dcbb9e9d.pth"
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
+_FIX = (
+    "give the VGG-19 weights file (torchvision's vgg19-dcbb9e9d.pth), "
+    "or set the perceptual loss weight to 0 to train without it"
+)
 
 
 def vgg19_features() -> nn.Sequential:
@@ -41,21 +45,30 @@ def load_vgg_weights(features: nn.Sequential, path: str | Path) -> None:
     """Load torchvision ``vgg19`` weights (``features.N.*`` keys) from a local ``.pth`` file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"VGG-19 weights {path} not found; give --vgg-weights PATH or train with --lambda-perc 0")
+        raise CheckpointError(f"VGG-19 weights {path} not found; {_FIX}", param="vgg_weights")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read VGG-19 weights {path} ({type(err).__name__}); expected torchvision's vgg19 .pth") from None
+        raise CheckpointError(
+            f"cannot read VGG-19 weights {path} ({type(err).__name__}); expected torchvision's vgg19 .pth",
+            param="vgg_weights",
+        ) from None
     wanted = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
     own = features.state_dict()
     missing = [k for k in own if k not in wanted]
     if missing:
-        raise CheckpointError(f"{path} is not a VGG-19 checkpoint (missing {missing[:3]}); expected torchvision's vgg19 .pth")
+        raise CheckpointError(
+            f"{path} is not a VGG-19 checkpoint (missing {missing[:3]}); expected torchvision's vgg19 .pth",
+            param="vgg_weights",
+        )
     features.load_state_dict({k: wanted[k] for k in own})
 
 
 class PerceptualLoss(nn.Module):
     """Multi-layer VGG-19 perceptual loss: weighted L1 between features of two images in [-1, 1]."""
+
+    mean: Tensor
+    std: Tensor
 
     def __init__(self, features: nn.Sequential) -> None:
         super().__init__()
@@ -76,7 +89,7 @@ class PerceptualLoss(nn.Module):
         """The weighted sum of per-layer L1 distances (one pass through VGG per image)."""
         with torch.no_grad():
             targets = self._taps(target)
-        pairs = zip(self._taps(generated), targets, PERCEPTUAL_WEIGHTS)
+        pairs = zip(self._taps(generated), targets, PERCEPTUAL_WEIGHTS, strict=True)
         return sum(w * nn.functional.l1_loss(g, t) for g, t, w in pairs)  # type: ignore[return-value]
 
 
@@ -85,8 +98,8 @@ def perceptual_loss(weights: str | Path | None) -> PerceptualLoss:
     path = Path(weights) if weights else TORCHVISION_CACHE
     if not weights and not path.is_file():
         raise CheckpointError(
-            "the perceptual loss needs ImageNet VGG-19 weights and none can be downloaded here: "
-            f"give --vgg-weights PATH (torchvision's vgg19-dcbb9e9d.pth) or train with --lambda-perc 0"
+            f"the perceptual loss needs ImageNet VGG-19 weights and none can be downloaded here; {_FIX}",
+            param="vgg_weights",
         )
     features = vgg19_features()
     load_vgg_weights(features, path)

@@ -1,0 +1,115 @@
+"""Network: uint8 mask windows → float RGB windows in [-1, 1], with seeded randomness.
+
+Randomness follows the original SatGen-CV inference (Gaussian input noise, inference-time
+dropout, extra noise on empty windows), but every draw comes from a generator seeded per
+window, so a window's output depends only on its mask, its seed and the batch shape.
+
+The shared model is never changed: :class:`WindowNetwork` runs a private *inference view*
+of the generator (:func:`inference_view`), made once per render under the model's lock,
+with its own dropout mode and channels-last weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from satgen_geo.model.generator import UNetGenerator
+from satgen_geo.model.loaded import LoadedModel
+from satgen_geo.rasterize import BAND_NAMES
+from satgen_geo.tiling import window_seed
+
+__all__ = ["PRECISIONS", "NetworkSettings", "WindowNetwork", "inference_view"]
+
+#: Accepted ``precision`` values and the CUDA autocast dtype each means (the CPU runs fp32).
+PRECISIONS: dict[str, torch.dtype | None] = {"auto": torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
+#: Dropout draws use a seed stream separate from the input-noise stream.
+_DROPOUT_STREAM = 0x5A7
+
+
+class NetworkSettings(Protocol):
+    """What :class:`WindowNetwork` reads from its settings (a :class:`satgen_geo.engine.RenderConfig`)."""
+
+    @property
+    def deterministic(self) -> bool: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def input_noise_std(self) -> float: ...
+    @property
+    def empty_noise_std(self) -> float: ...
+    @property
+    def empty_variance(self) -> float: ...
+
+
+def inference_view(generator: UNetGenerator, stochastic: bool) -> UNetGenerator:
+    """A copy of ``generator``'s module tree for inference; ``generator`` itself is not changed.
+
+    Its 4-D weights are in channels-last memory format (shared with ``generator`` when they
+    already are, copied otherwise), every other tensor is shared, gradients are off, and
+    its dropout mode is its own: Pix2Pix test-time dropout when ``stochastic``, plain eval
+    otherwise.
+    """
+    memo: dict[int, object] = {}
+    for tensor in generator.parameters():
+        weights = tensor.detach()
+        if weights.ndim == 4:
+            weights = weights.to(memory_format=torch.channels_last)
+        memo[id(tensor)] = nn.Parameter(weights, requires_grad=False)
+    for buffer in generator.buffers():
+        memo[id(buffer)] = buffer.detach()
+    view = copy.deepcopy(generator, memo)
+    return view.set_mc_dropout(stochastic)
+
+
+class WindowNetwork:
+    """Turns uint8 mask windows into float RGB windows in [-1, 1], with seeded randomness.
+
+    Call it with masks ``(N, 2, H, W)`` uint8 in mask band order (roads, buildings) and one
+    seed per window; the model spec's channel order is applied here. The output of a
+    window depends on its mask, its seed and ``N`` (the CPU convolution kernels split their
+    work by batch shape), never on the other windows of the batch.
+    """
+
+    def __init__(self, model: LoadedModel, settings: NetworkSettings) -> None:
+        self.settings = settings
+        self.stochastic = not settings.deterministic
+        self.device = model.device
+        self.order = [BAND_NAMES.index(name) for name in model.spec.channel_order]
+        self.autocast = PRECISIONS[settings.precision] if self.device.type == "cuda" else None
+        with model.lock:
+            self.generator = inference_view(model.generator, self.stochastic)
+
+    def __call__(self, masks: np.ndarray, seeds: list[int]) -> np.ndarray:
+        x = torch.from_numpy(masks[:, self.order]).float()
+        dropout_seeds = None
+        if self.stochastic:
+            x = self._add_noise(x, seeds)
+            dropout_seeds = [window_seed(s, _DROPOUT_STREAM, 0) for s in seeds]
+        else:
+            x = x / 127.5 - 1.0
+        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), self._autocast():
+            y = self.generator(x, seeds=dropout_seeds)
+        return y.float().contiguous().cpu().numpy()  # NCHW-contiguous: fast blending
+
+    def _add_noise(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        """Empty-window noise (0–255 units), normalisation, input noise ([-1, 1] units)."""
+        cfg = self.settings
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        shape = x.shape[1:]
+        empty = (x / 255.0).var(dim=(1, 2, 3), unbiased=False) < cfg.empty_variance
+        for i in torch.nonzero(empty).flatten().tolist():
+            x[i] = (x[i] + torch.randn(shape, generator=generators[i]) * cfg.empty_noise_std).clamp_(0, 255)
+        noise = torch.stack([torch.randn(shape, generator=g) for g in generators])
+        return (x / 127.5 - 1.0 + noise * cfg.input_noise_std).clamp_(-1.0, 1.0)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
