@@ -95,7 +95,7 @@ class SatgenGroup(click.Group):
     command_class = SatgenCommand
     group_class = type
 
-    def main(  # type: ignore[override]  # noqa: D102
+    def main(
         self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
         standalone_mode: bool = True, **extra: Any,
     ) -> Any:

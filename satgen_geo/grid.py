@@ -55,7 +55,7 @@ class AOI:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """``(minx, miny, maxx, maxy)`` in the AOI's own CRS."""
-        return tuple(self.geometry.bounds)  # type: ignore[return-value]
+        return tuple(self.geometry.bounds)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from satgen_geo.mask import MaskSource, build_mask
 from satgen_geo.model import ModelSpec, UNetGenerator, save_generator
 from satgen_geo.model.checkpoint import file_sha256
 from satgen_geo.model.loaded import LoadedModel, load_model
+from satgen_geo.network import inference_view
 from satgen_geo.tiling import (
     TileWindow,
     plan_windows,
@@ -842,10 +843,19 @@ def test_render_does_not_change_the_shared_model(tmp_path: Path, tiny_path: Path
     model = load_model(tiny_path, "cpu")
     model.generator.train()
     before = _model_state(model)
+    layout = [(p.data_ptr(), p.stride()) for p in model.generator.parameters()]
     render(small_mask, tmp_path / "s.tif", model, RenderConfig(seed=3, batch_size=8))
     render(small_mask, tmp_path / "d.tif", model, RenderConfig(batch_size=8, deterministic=True))
     assert _model_state(model) == before
-    assert all(p.is_contiguous() for p in model.generator.parameters())  # not switched to channels_last
+    assert [(p.data_ptr(), p.stride()) for p in model.generator.parameters()] == layout  # same tensors, same memory format
+
+
+def test_loaded_weights_are_channels_last_so_each_render_shares_them(tiny_path: Path) -> None:
+    model = load_model(tiny_path, "cpu")
+    convs = [p for p in model.generator.parameters() if p.ndim == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    view = inference_view(model.generator, stochastic=True)
+    assert [p.data_ptr() for p in view.parameters()] == [p.data_ptr() for p in model.generator.parameters()]
 
 
 def test_concurrent_renders_of_one_model_keep_their_own_dropout_mode(

@@ -59,7 +59,7 @@ class SeededDropout(nn.Dropout):
     (one per sample) each sample's Bernoulli mask comes from its own generator.
     """
 
-    def forward(self, x: Tensor, generators: Sequence[torch.Generator] | None = None) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor, generators: Sequence[torch.Generator] | None = None) -> Tensor:
         """Apply dropout.
 
         Parameters

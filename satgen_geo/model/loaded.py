@@ -24,9 +24,11 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "satgen-de
 class LoadedModel:
     """A generator on its device, with its spec and provenance.
 
-    ``lock`` serialises uses of the generator that change its dropout mode (several
-    renders of one model in threads, as the HTTP server does). ``sha256`` is the
-    checkpoint file's full SHA-256 (64 hex digits).
+    The generator's 4-D weights are stored channels-last (the layout inference runs in),
+    so each render's private inference copy (:func:`satgen_geo.network.inference_view`)
+    shares them instead of copying them. ``lock`` guards making such copies while other
+    threads use the model (the HTTP server). ``sha256`` is the checkpoint file's full
+    SHA-256 (64 hex digits).
     """
 
     generator: UNetGenerator
@@ -82,5 +84,6 @@ def load_model(checkpoint: str | Path | None = None, device: str = "auto") -> Lo
         )
     target = resolve_device(device)
     generator, spec = load_generator(path, device=target)
+    generator = generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     log.info("model %s (%s, %d parameters) on %s", spec.name, path.name, count_parameters(generator), target)
     return LoadedModel(generator, spec, target, "default" if checkpoint is None else str(path), file_sha256(path))

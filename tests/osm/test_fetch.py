@@ -25,8 +25,9 @@ from satgen_geo.errors import AreaTooLargeError, OSMDownloadError, SatgenError
 from satgen_geo.grid import AOI, WGS84, aoi_from_bbox
 from satgen_geo.osm.fetch import OverpassConfig, fetch_osm
 from satgen_geo.osm.files import RAW_COLUMNS as COLUMNS
+from tests.conftest import FIXTURES
 
-FIXTURE = Path(__file__).parent / "fixtures" / "overpass_kotka_clip.json"
+FIXTURE = FIXTURES / "overpass_kotka_clip.json"
 CLIP = (26.945, 60.525, 26.955, 60.530)
 STATUS_TEXT = (
     "Connected as: 1\nCurrent time: 2024-01-01T00:00:00Z\nAnnounced endpoint: none\n"
