@@ -2,7 +2,7 @@
 
 The public API (imported lazily, so ``satgen mask`` does not pay for importing torch)::
 
-    from satgen_geo import MaskSource, build_mask, load_model, render, generate
+    from satgen_geo import MaskSource, build_mask, load_model, render, generate, run_region, extract_store
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ _EXPORTS = {
     "build_mask": "satgen_geo.mask", "LoadedModel": "satgen_geo.model.loaded", "load_model": "satgen_geo.model.loaded",
     "OverpassConfig": "satgen_geo.osm.fetch", "RoadConfig": "satgen_geo.osm.roads",
     "GenerateResult": "satgen_geo.pipeline", "generate": "satgen_geo.pipeline",
+    "RegionConfig": "satgen_geo.region", "RegionResult": "satgen_geo.region", "run_region": "satgen_geo.region",
+    "extract_store": "satgen_geo.osm.extract",
 }
 __all__ = sorted(_EXPORTS)
 

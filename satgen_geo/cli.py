@@ -381,5 +381,17 @@ def _done(message: str, progress_mode: str) -> None:
     click.echo(message, err=progress_mode == "json")
 
 
+
+def _register_region_commands() -> None:
+    """``satgen osm extract`` and ``satgen region`` live in :mod:`satgen_geo.cli_region` (they reuse this module's options)."""
+    from satgen_geo.cli_region import osm, region
+
+    main.add_command(osm)
+    main.add_command(region)
+
+
+_register_region_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -11,7 +11,6 @@ import logging
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
@@ -54,7 +53,7 @@ from satgen_geo.tiling import (
     window_slices,
     window_weights,
 )
-from tests.conftest import SAMPLE_AOI, SAMPLE_PBF
+from tests.conftest import SAMPLE_AOI, SAMPLE_PBF, torch_threads
 
 FEATURES = 8
 ORIGIN = from_origin(500_000.0, 6_710_000.0, 1.0, 1.0)  # EPSG:32635, 1 m pixels, north-up
@@ -117,23 +116,13 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_torch_thread() -> Iterator[None]:
     """One intra-op thread: fast on a busy 2-core machine (no OpenMP spinning), same pixels every run."""
-    with _torch_threads(1):
+    with torch_threads(1):
         yield
 
 
@@ -387,7 +376,7 @@ def test_any_region_equals_full_render(
 
 
 def _render_two_threads(mask: Path, out: Path, model: LoadedModel, batch_size: int, region: Window | None = None) -> np.ndarray:
-    with _torch_threads(2):
+    with torch_threads(2):
         render(mask, out, model, RenderConfig(seed=21, batch_size=batch_size), region=region)
     return _read(out)
 
@@ -788,7 +777,7 @@ def test_region_equals_full_render_with_a_batch_over_the_regions_windows(
     region = Window(256, 0, 644, 700)
     full = render(mask_900, tmp_path / "full.tif", tiny, RenderConfig(seed=21, batch_size=64))
     assert full.batch_size == 35
-    with _torch_threads(2):
+    with torch_threads(2):
         render(mask_900, tmp_path / "full2.tif", tiny, RenderConfig(seed=21, batch_size=64))
         part = render(mask_900, tmp_path / "part.tif", tiny, RenderConfig(seed=21, batch_size=64), region=region)
     assert part.windows == 30 and part.batch_size == 35

@@ -31,15 +31,14 @@ else:
     from satgen_geo.model import ModelSpec, UNetGenerator, save_generator
     from satgen_geo.model.loaded import LoadedModel, load_model
     from satgen_geo.osm.fetch import OverpassConfig
+    from tests.conftest import torch_threads
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_torch_thread() -> Iterator[None]:
     """One intra-op thread: modest CPU use on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")
