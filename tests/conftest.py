@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import resource
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +18,27 @@ SHARED = ROOT.parent / "shared"
 SAMPLE_PBF = ROOT / "sample_aoi" / "kotka-suburb.osm.pbf"
 SAMPLE_AOI = ROOT / "sample_aoi" / "aoi.geojson"
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@contextmanager
+def small_disk(folder: Path, size: int) -> Iterator[Callable[[], None] | None]:
+    """A ``size``-byte filesystem at ``folder`` (tmpfs, as root), or else a ``size``-byte file size limit.
+
+    Yields ``None`` when mounted, else a ``preexec_fn`` that sets the limit in a child process.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True).returncode == 0
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write over the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    try:
+        yield None if mounted else limit
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=True)
 
 
 @contextmanager

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import resource
 import signal
 import subprocess
 import sys
@@ -17,7 +15,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from tests.conftest import FIXTURES, ROOT, SAMPLE_PBF, run_cli
+from tests.conftest import FIXTURES, ROOT, SAMPLE_PBF, run_cli, small_disk
 
 FINLAND = "20.0,59.5,31.6,70.1"
 
@@ -132,24 +130,14 @@ def test_truncated_input_is_an_input_error(tmp_path: Path, tiny_checkpoint: Path
 
 
 @pytest.fixture()
-def small_disk(tmp_path: Path) -> Iterator[tuple[Path, object]]:
+def full_disk(tmp_path: Path) -> Iterator[tuple[Path, object]]:
     """A 16 KiB filesystem (tmpfs, as root) or else a 16 KiB file size limit for the child process."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    mounted = os.geteuid() == 0 and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(folder)], capture_output=True).returncode == 0
-
-    def limit() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write over the limit then fails with EFBIG
-        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
-
-    yield folder, None if mounted else limit
-    if mounted:
-        subprocess.run(["umount", str(folder)], check=True)
+    with small_disk(tmp_path / "disk", 16384) as limit:
+        yield tmp_path / "disk", limit
 
 
-def test_full_disk_is_one_error_line_and_no_file(small_disk: tuple[Path, object]) -> None:
-    folder, limit = small_disk
+def test_full_disk_is_one_error_line_and_no_file(full_disk: tuple[Path, object]) -> None:
+    folder, limit = full_disk
     result = subprocess.run(
         [sys.executable, "-m", "satgen_geo", "mask", "--osm", FIXTURES / "kotka_clip.osm", "-o", folder / "m.tif",
          "--progress", "none"],

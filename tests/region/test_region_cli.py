@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 
-from tests.conftest import SAMPLE_AOI, SAMPLE_PBF, run_cli
+from tests.conftest import SAMPLE_AOI, SAMPLE_PBF, run_cli, small_disk
 
 
 def test_extract_then_region_then_rerun_equals_generate(tmp_path: Path, tiny_checkpoint: Path) -> None:
@@ -43,3 +45,19 @@ def test_region_refuses_another_jobs_folder_with_one_line(tmp_path: Path, tiny_c
     other = run_cli(*base, "--gsd", "2")
     assert other.returncode == 1 and other.stderr.count("\n") == 1
     assert other.stderr.startswith("Error: ") and "another region job" in other.stderr
+
+
+def test_full_disk_is_one_error_line_and_no_broken_chunk_counts_as_done(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    with small_disk(tmp_path / "disk", 1_500_000) as limit:
+        if limit is not None:
+            pytest.skip("needs root to mount a small tmpfs (chunk files are smaller than any useful file size limit)")
+        out = tmp_path / "disk" / "out"
+        result = run_cli("region", "--osm", SAMPLE_PBF, "--aoi", SAMPLE_AOI, "--checkpoint", tiny_checkpoint,
+                         "--workers", "0", "--chunk-px", "512", "-o", out, "--progress", "none")
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr
+        manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else {"chunks": []}
+        done = [c for c in manifest["chunks"] if c["status"] == "done"]
+        assert len(done) < 9  # the disk filled up before the job finished
+        for chunk in done:  # every chunk counted as done is whole and is what the manifest says
+            assert hashlib.sha256((out / chunk["path"]).read_bytes()).hexdigest() == chunk["checksum"]
