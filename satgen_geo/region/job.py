@@ -27,9 +27,8 @@ import rasterio
 import shapely
 from pyproj import CRS
 
-from satgen_geo._atomic import scratch_dir
+from satgen_geo._atomic import ensure_dir, scratch_dir
 from satgen_geo.engine import RenderConfig, render
-from satgen_geo.errors import OutputError
 from satgen_geo.grid import AOI, Grid
 from satgen_geo.mask import MaskConfig, MaskSource, load_features, write_mask
 from satgen_geo.model.checkpoint import file_sha256
@@ -81,16 +80,6 @@ class ChunkOutcome:
     rendered: bool
 
 
-def ensure_dir(folder: Path) -> Path:
-    """Create ``folder`` (and its parents) if needed; an :class:`OutputError` naming it if that fails."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"cannot create the folder {folder} ({err.strerror or err}); choose another output folder",
-                          param="outdir") from None
-    return folder
-
-
 def chunk_path(outdir: Path, chunk: Chunk) -> Path:
     """The chunk's GeoTIFF: ``OUTDIR/chunks/<id>.tif``."""
     return outdir / CHUNKS_DIR / f"{chunk.id}.tif"
@@ -100,7 +89,7 @@ def run_chunk(task: ChunkTask, model: LoadedModel, cancel: CancelFn | None = Non
     """Build the chunk's halo mask, hash it, and render the chunk unless its output is current."""
     chunk, grid = task.chunk, task.grid
     output = chunk_path(task.outdir, chunk)
-    with scratch_dir(ensure_dir(task.outdir / WORK_DIR)) as tmp:
+    with scratch_dir(ensure_dir(task.outdir / WORK_DIR, "outdir")) as tmp:
         halo_mask = tmp / f"{chunk.id}-mask.tif"
         _write_halo_mask(task, halo_mask)
         with rasterio.open(halo_mask) as src:

@@ -26,6 +26,7 @@ from typing import Any
 
 import rasterio
 
+from satgen_geo._atomic import ensure_dir
 from satgen_geo._validate import check_int, check_number
 from satgen_geo.engine import RenderConfig, check_work
 from satgen_geo.errors import AOIError, ConfigError, MissingDependencyError, OutputError, SatgenError
@@ -43,7 +44,6 @@ from satgen_geo.region.job import (
     ChunkTask,
     chunk_path,
     clip_area,
-    ensure_dir,
     run_chunk,
 )
 from satgen_geo.region.manifest import (
@@ -195,10 +195,10 @@ def run_region(
 
 
 def _check_outdir(outdir: str | Path) -> Path:
-    folder = ensure_dir(Path(outdir).expanduser())
+    folder = ensure_dir(outdir, "outdir")
     if not os.access(folder, os.W_OK):
         raise OutputError(f"cannot write into {folder}: permission denied; choose another output folder", param="outdir")
-    ensure_dir(folder / CHUNKS_DIR)
+    ensure_dir(folder / CHUNKS_DIR, "outdir")
     return folder
 
 
