@@ -19,6 +19,7 @@ Log records and warnings
 from __future__ import annotations
 
 import atexit
+import faulthandler
 import json
 import logging
 import os
@@ -170,7 +171,9 @@ def capture_native_stderr() -> None:
 
     libtiff, under GDAL, prints some errors itself (nine ``_tiffWriteProc: No space left on
     device.`` lines on a full disk) around Python's logging. File descriptor 2 becomes a pipe
-    read line by line into the log, and ``sys.stderr`` keeps writing to the real stderr. POSIX only.
+    read line by line into the log, and ``sys.stderr`` keeps writing to the real stderr. A
+    crash of the process (a fatal signal) is still reported on the real stderr, through
+    :mod:`faulthandler`. POSIX only.
     """
     if os.name != "posix" or sys.stderr is None:
         return
@@ -183,6 +186,7 @@ def capture_native_stderr() -> None:
     except (OSError, ValueError):
         return
     sys.stderr = open(real, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")  # noqa: SIM115
+    faulthandler.enable(file=sys.stderr)  # a crash's traceback goes to the real stderr, not into the pipe
     pump = threading.Thread(target=_pump, args=(read_fd,), name="satgen-native-stderr", daemon=True)
     pump.start()
 

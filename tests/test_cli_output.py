@@ -168,3 +168,10 @@ def test_early_ctrl_c_is_one_line_and_status_130(tmp_path: Path, tiny_checkpoint
     assert proc.returncode == 130
     assert err == "Interrupted; unfinished outputs were removed\n" and out == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.tif"]
+
+
+def test_a_crash_is_still_reported_on_the_real_stderr() -> None:
+    code = "from satgen_geo.cli_report import capture_native_stderr\ncapture_native_stderr()\nimport ctypes\nctypes.string_at(0)\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode < 0  # killed by the fault
+    assert "Fatal Python error: Segmentation fault" in result.stderr
