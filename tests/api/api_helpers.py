@@ -11,8 +11,6 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -22,7 +20,6 @@ import uvicorn
 from PIL import Image, ImageDraw
 from rasterio.transform import from_origin
 
-FIXTURE = Path(__file__).parents[1] / "fixtures" / "overpass_kotka_clip.json"
 CLIP = (26.945, 60.525, 26.955, 60.530)
 MAX_UPLOAD = 50_000
 MAX_PIXELS = 512 * 512
@@ -67,40 +64,6 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, poll: f
         if time.monotonic() > deadline:
             raise AssertionError(what)
         time.sleep(poll)
-
-
-class FakeOverpass:
-    """Answers every /api/interpreter request with the recorded Kotka response."""
-
-    def __init__(self) -> None:
-        body = FIXTURE.read_bytes()
-        self.requests = 0
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                fake.requests += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # --------------------------------------------------------------------------- raw HTTP over a socket

@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import osmnx as ox
@@ -26,83 +24,13 @@ from satgen_geo.grid import AOI, WGS84, aoi_from_bbox
 from satgen_geo.osm.fetch import OverpassConfig, fetch_osm
 from satgen_geo.osm.files import RAW_COLUMNS as COLUMNS
 from tests.conftest import FIXTURES
+from tests.fake_overpass import FakeOverpass
 
 FIXTURE = FIXTURES / "overpass_kotka_clip.json"
 CLIP = (26.945, 60.525, 26.955, 60.530)
-STATUS_TEXT = (
-    "Connected as: 1\nCurrent time: 2024-01-01T00:00:00Z\nAnnounced endpoint: none\n"
-    "Rate limit: 2\n2 slots available now.\nCurrently running queries (pid, space limit, time limit, start time):\n"
-)
-
-
 def _fixture_counts() -> tuple[int, int]:
     ways = [e for e in json.loads(FIXTURE.read_text(encoding="utf-8"))["elements"] if e["type"] == "way"]
     return sum("highway" in w["tags"] for w in ways), sum("building" in w["tags"] for w in ways)
-
-
-class FakeOverpass:
-    """A scripted Overpass server: ``script`` holds replies for the next interpreter requests.
-
-    A reply is ``(status, body)``, ``("sleep", seconds)`` (then the default reply) or
-    ``("drop", None)`` (close the connection without answering). When the script is empty
-    the server answers ``default``.
-    """
-
-    def __init__(self) -> None:
-        self.default: tuple[object, bytes | None] = (200, FIXTURE.read_bytes())
-        self.script: list[tuple[object, object]] = []
-        self.interpreter_requests: list[str] = []
-        self.other_requests: list[str] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self._answer()
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                self._answer()
-
-            def _answer(self) -> None:
-                if self.path.split("?")[0] == "/api/status":
-                    fake.other_requests.append(self.path)
-                    self._send(200, STATUS_TEXT.encode(), "text/plain")
-                    return
-                if self.path.split("?")[0] != "/api/interpreter":
-                    fake.other_requests.append(self.path)
-                    self._send(404, b"not found", "text/plain")
-                    return
-                fake.interpreter_requests.append(self.command)
-                status, body = fake.script.pop(0) if fake.script else fake.default
-                if status == "sleep":
-                    time.sleep(body)
-                    status, body = fake.default
-                if status == "drop":
-                    self.close_connection = True
-                    return
-                ctype = "application/json" if status == 200 else "text/html"
-                self._send(status, body if body is not None else b"<html>error</html>", ctype)
-
-            def _send(self, status: int, body: bytes, ctype: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api"
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
-        self._thread.start()
-
-    def shutdown(self) -> None:
-        if self._thread.is_alive():
-            self.server.shutdown()
-            self.server.server_close()
 
 
 @pytest.fixture
