@@ -1,4 +1,4 @@
-"""The one global setting: where satgen-geo caches downloads (Overpass responses)."""
+"""The one global setting: where satgen-geo caches downloads (Overpass responses), converted models and calibrations."""
 
 from __future__ import annotations
 

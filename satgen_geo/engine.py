@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ from rasterio.windows import Window
 
 from satgen_geo._atomic import check_distinct
 from satgen_geo._validate import check_choice, check_int, check_number
+from satgen_geo.backends import BACKENDS, PRECISIONS, auto_batch_size
 from satgen_geo.blend import BlendBuffer, to_uint8
 from satgen_geo.errors import ConfigError, CRSError, InputFileError, LimitError
 from satgen_geo.geotiff import (
@@ -53,7 +54,7 @@ from satgen_geo.geotiff import (
 from satgen_geo.grid import Grid
 from satgen_geo.model.loaded import LoadedModel
 from satgen_geo.model.spec import ModelSpec
-from satgen_geo.network import PRECISIONS, WindowNetwork
+from satgen_geo.network import WindowNetwork
 from satgen_geo.progress import CancelFn, ProgressFn, check_cancel, report
 from satgen_geo.tiling import (
     TileWindow,
@@ -67,7 +68,7 @@ from satgen_geo.tiling import (
 
 __all__ = [
     "GSD_TOLERANCE", "RenderConfig", "RenderResult", "WindowNetwork", "check_work", "max_overlap", "read_band",
-    "render", "to_uint8",
+    "render", "resolve", "to_uint8",
 ]
 
 log = logging.getLogger(__name__)
@@ -95,11 +96,18 @@ class RenderConfig:
         default). The upper bound, ``tile_px * 7 // 8`` (224 px for 256 px windows), is
         checked by :func:`check_work` against the model.
     batch_size
-        Windows per network call, 1 to ``max_batch_size``. The render uses the *effective*
-        batch size ``min(batch_size, windows of the whole mask)`` and pads every call to it;
-        the same seed and effective batch size give bit-identical pixels (module docstring).
+        Windows per network call, 1 to ``max_batch_size``; ``None``: 8 on a CPU, on a GPU as
+        many as half its free memory holds (:func:`satgen_geo.backends.auto_batch_size`). The
+        render uses the *effective* batch size ``min(batch_size, windows of the whole mask)``
+        and pads every call to it; the same seed, effective batch size, backend and
+        precision give bit-identical pixels (module docstring).
+    backend
+        ``torch``, ``openvino`` or ``onnxruntime`` (the last two are extras), or ``auto``:
+        torch on a GPU, the fastest installed one on a CPU (:mod:`satgen_geo.precision`).
     precision
-        ``fp32``, or ``fp16``/``bf16`` autocast (CUDA only; ``auto`` picks fp16 on CUDA).
+        ``fp32`` (exact), ``bf16`` (CPU or CUDA), ``fp16`` (CUDA), or ``auto``: fp16 on CUDA,
+        on a CPU bf16 where the CPU has native bf16 and a calibration shows it faster and
+        within 45 dB of fp32, else fp32 (:mod:`satgen_geo.precision`).
     input_noise_std
         Gaussian noise (≥ 0) added to every window in [-1, 1] space (0.02, as in training).
     empty_noise_std, empty_variance
@@ -123,7 +131,8 @@ class RenderConfig:
     seed: int = 0
     deterministic: bool = False
     overlap_px: int | None = None
-    batch_size: int = 8
+    batch_size: int | None = None
+    backend: str = "auto"
     precision: str = "auto"
     input_noise_std: float = 0.02
     empty_noise_std: float = 10.0
@@ -139,13 +148,15 @@ class RenderConfig:
         if self.overlap_px is not None:
             check_int(self.overlap_px, "overlap_px", "window overlap (px)", minimum=0)
         check_int(self.max_batch_size, "max_batch_size", "batch size limit")
-        check_int(self.batch_size, "batch_size", "batch size")
-        if self.batch_size > self.max_batch_size:
+        if self.batch_size is not None:
+            check_int(self.batch_size, "batch_size", "batch size")
+        if self.batch_size is not None and self.batch_size > self.max_batch_size:
             raise LimitError(
                 f"batch size {self.batch_size} is over the limit of {self.max_batch_size} windows per network call "
                 "(memory grows with it); use a smaller batch size or raise the batch size limit",
                 param="batch_size",
             )
+        check_choice(self.backend, "backend", "backend", BACKENDS)
         check_choice(self.precision, "precision", "precision", PRECISIONS)
         for name in ("input_noise_std", "empty_noise_std", "empty_variance"):
             check_number(getattr(self, name), name, name.replace("_", " "))
@@ -185,9 +196,20 @@ def check_work(height: int, width: int, spec: ModelSpec, config: RenderConfig, r
     return windows
 
 
+def resolve(model: LoadedModel, config: RenderConfig) -> RenderConfig:
+    """``config`` with ``auto`` backend and precision replaced by what a render of ``model`` would use.
+
+    For work split over processes (region chunks): each part then runs the same backend and
+    precision, whatever its own calibration would say. Calibrates (once per machine) if needed.
+    """
+    batch = config.batch_size or auto_batch_size(model.device, model.spec, config.max_batch_size)
+    choice = WindowNetwork(model, config, batch).choice
+    return replace(config, backend=choice.backend, precision=choice.precision)
+
+
 @dataclass(frozen=True)
 class RenderResult:
-    """What :func:`render` wrote and how fast; ``batch_size`` is the effective batch size used."""
+    """What :func:`render` wrote and how fast; ``batch_size``, ``backend`` and ``precision`` are those used."""
 
     path: Path
     grid: Grid
@@ -195,6 +217,8 @@ class RenderResult:
     seconds: float
     device: str
     batch_size: int
+    backend: str
+    precision: str
 
 
 def render(
@@ -237,10 +261,12 @@ def render(
         overlap = model.spec.overlap_px if config.overlap_px is None else config.overlap_px
         plan = plan_windows(src.height, src.width, model.spec.tile_px, overlap)
         grid = Grid(src.crs, src.window_transform(region), int(region.width), int(region.height))
-        renderer = _Renderer(src, plan, WindowNetwork(model, config), min(config.batch_size, len(plan)), config.seed)
+        batch = min(config.batch_size or auto_batch_size(model.device, model.spec, config.max_batch_size), len(plan))
+        network = WindowNetwork(model, config, batch)
+        renderer = _Renderer(src, plan, network, batch, config.seed)
         tick = report(progress)
         out_profile = profile(grid, 3, photometric="RGB")
-        tags = _tags(src, model, config)
+        tags = _tags(src, model, config, network)
         with open_for_writing(output, out_profile, RGB_NAMES, tags, cog=config.cog, overviews=config.overviews) as dst:
             dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
             done = 0
@@ -250,7 +276,8 @@ def render(
                 build_overviews(dst)
     seconds = time.perf_counter() - started
     log.info("rendered %d windows in %.1f s (%.2f windows/s)", total, seconds, total / max(seconds, 1e-9))
-    return RenderResult(Path(output), grid, total, seconds, str(model.device), renderer.batch_size)
+    return RenderResult(Path(output), grid, total, seconds, str(model.device), batch, network.choice.backend,
+                        network.choice.precision)
 
 
 def _shifted(tick: ProgressFn, before: int, total: int) -> ProgressFn:
@@ -312,12 +339,14 @@ def _check_region(region: Window | None, src: rasterio.DatasetReader) -> Window:
     return region
 
 
-def _tags(src: rasterio.DatasetReader, model: LoadedModel, config: RenderConfig) -> dict[str, object]:
+def _tags(src: rasterio.DatasetReader, model: LoadedModel, config: RenderConfig, network: WindowNetwork) -> dict[str, object]:
     source = src.tags()
     return {
         "CONTENT": "synthetic imagery generated by satgen-geo; not a photograph",
         "MODEL": model.spec.name,
         "MODEL_SHA256": model.sha256,
+        "BACKEND": network.choice.backend,
+        "PRECISION": network.choice.precision,
         "SEED": "none (deterministic)" if config.deterministic else config.seed,
         "SOURCE": source.get("SOURCE", "mask GeoTIFF"),
         "ATTRIBUTION": source.get("ATTRIBUTION", OSM_ATTRIBUTION),

@@ -36,6 +36,8 @@ PARAMS: dict[str, str] = {
     "generator": "the generator network's shape (input and output channels, base width)",
     "device": "the compute device",
     "precision": "the numeric precision",
+    "backend": "the inference backend (torch, OpenVINO or ONNX Runtime)",
+    "cache": "the cache folder (SATGEN_CACHE_DIR)",
     "seed": "the random seed",
     "overlap_px": "the window overlap in pixels",
     "batch_size": "the windows per network call",

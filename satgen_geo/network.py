@@ -11,7 +11,6 @@ with its own dropout mode and channels-last weights.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from typing import Protocol
 
@@ -19,15 +18,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from satgen_geo.backends import Runner
 from satgen_geo.model.generator import UNetGenerator
 from satgen_geo.model.loaded import LoadedModel
+from satgen_geo.precision import Choice, choose
 from satgen_geo.rasterize import BAND_NAMES
 from satgen_geo.tiling import window_seed
 
-__all__ = ["PRECISIONS", "NetworkSettings", "WindowNetwork", "inference_view"]
+__all__ = ["NetworkSettings", "WindowNetwork", "inference_view"]
 
-#: Accepted ``precision`` values and the CUDA autocast dtype each means (the CPU runs fp32).
-PRECISIONS: dict[str, torch.dtype | None] = {"auto": torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
 #: Dropout draws use a seed stream separate from the input-noise stream.
 _DROPOUT_STREAM = 0x5A7
 
@@ -37,6 +36,8 @@ class NetworkSettings(Protocol):
 
     @property
     def deterministic(self) -> bool: ...
+    @property
+    def backend(self) -> str: ...
     @property
     def precision(self) -> str: ...
     @property
@@ -70,36 +71,39 @@ def inference_view(generator: UNetGenerator, stochastic: bool) -> UNetGenerator:
 class WindowNetwork:
     """Turns uint8 mask windows into float RGB windows in [-1, 1], with seeded randomness.
 
-    Call it with masks ``(N, 2, H, W)`` uint8 in mask band order (roads, buildings) and one
-    seed per window; the model spec's channel order is applied here. The output of a
-    window depends on its mask, its seed and ``N`` (the CPU convolution kernels split their
-    work by batch shape), never on the other windows of the batch.
+    Call it with masks ``(batch_size, 2, tile_px, tile_px)`` uint8 in mask band order (roads,
+    buildings) and one seed per window; the model spec's channel order is applied here. The
+    output of a window depends on its mask, its seed, the batch size and the backend and
+    precision (:attr:`choice`, resolved from the settings by
+    :func:`satgen_geo.precision.choose`), never on the other windows of the batch.
     """
 
-    def __init__(self, model: LoadedModel, settings: NetworkSettings) -> None:
+    def __init__(self, model: LoadedModel, settings: NetworkSettings, batch_size: int) -> None:
         self.settings = settings
         self.stochastic = not settings.deterministic
-        self.device = model.device
         self.order = [BAND_NAMES.index(name) for name in model.spec.channel_order]
-        self.autocast = PRECISIONS[settings.precision] if self.device.type == "cuda" else None
         with model.lock:
             self.generator = inference_view(model.generator, self.stochastic)
+        tile = model.spec.tile_px
+        shape = (batch_size, len(self.order), tile, tile)
+        self.choice: Choice
+        self.runner: Runner
+        self.choice, self.runner = choose(self.generator, model.sha256, model.device, settings.backend,
+                                          settings.precision, shape, self.inputs)
 
     def __call__(self, masks: np.ndarray, seeds: list[int]) -> np.ndarray:
+        return self.runner(*self.inputs(masks, seeds))
+
+    def inputs(self, masks: np.ndarray, seeds: list[int]) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """The network's inputs for ``masks`` and ``seeds``: the noisy windows in [-1, 1] and the dropout masks."""
         x = torch.from_numpy(masks[:, self.order]).float()
-        dropout_seeds = None
-        if self.stochastic:
-            x = self._add_noise(x, seeds)
-            dropout_seeds = [window_seed(s, _DROPOUT_STREAM, 0) for s in seeds]
-        else:
-            x = x / 127.5 - 1.0
-        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), self._autocast():
-            y = self.generator(x, seeds=dropout_seeds)
-        return y.float().contiguous().cpu().numpy()  # NCHW-contiguous: fast blending
+        if not self.stochastic:
+            return x.div_(127.5).sub_(1.0), None
+        x = self._add_noise(x, seeds)
+        return x, self.generator.dropout_masks([window_seed(s, _DROPOUT_STREAM, 0) for s in seeds], *x.shape[2:])
 
     def _add_noise(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-        """Empty-window noise (0–255 units), normalisation, input noise ([-1, 1] units)."""
+        """Empty-window noise (0–255 units), normalisation, input noise ([-1, 1] units), in place."""
         cfg = self.settings
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         shape = x.shape[1:]
@@ -107,9 +111,5 @@ class WindowNetwork:
         for i in torch.nonzero(empty).flatten().tolist():
             x[i] = (x[i] + torch.randn(shape, generator=generators[i]) * cfg.empty_noise_std).clamp_(0, 255)
         noise = torch.stack([torch.randn(shape, generator=g) for g in generators])
-        return (x / 127.5 - 1.0 + noise * cfg.input_noise_std).clamp_(-1.0, 1.0)
+        return x.div_(127.5).sub_(1.0).add_(noise.mul_(cfg.input_noise_std)).clamp_(-1.0, 1.0)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast)

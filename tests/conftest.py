@@ -20,6 +20,18 @@ SAMPLE_AOI = ROOT / "sample_aoi" / "aoi.geojson"
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One cache folder for the session (converted models, calibrations), inherited by CLI subprocesses."""
+    before = os.environ.get("SATGEN_CACHE_DIR")
+    os.environ["SATGEN_CACHE_DIR"] = str(tmp_path_factory.mktemp("satgen-cache"))
+    yield
+    if before is None:
+        os.environ.pop("SATGEN_CACHE_DIR", None)
+    else:
+        os.environ["SATGEN_CACHE_DIR"] = before
+
+
 @contextmanager
 def small_disk(folder: Path, size: int) -> Iterator[Callable[[], None] | None]:
     """A ``size``-byte filesystem at ``folder`` (tmpfs, as root), or else a ``size``-byte file size limit.

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import tracemalloc
+from typing import Any
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import Path
@@ -59,6 +61,10 @@ FEATURES = 8
 ORIGIN = from_origin(500_000.0, 6_710_000.0, 1.0, 1.0)  # EPSG:32635, 1 m pixels, north-up
 #: What a model whose last layer is tanh(0.5) everywhere writes, if the blend weights sum to 1.
 FLAT_VALUE = int(np.rint((np.tanh(np.float32(0.5)) + 1.0) * 127.5))
+#: Where the models run: ``SATGEN_TEST_DEVICE=cuda`` runs these tests on a GPU (``benchmarks/gpu_check.sh``).
+DEVICE = os.environ.get("SATGEN_TEST_DEVICE", "cpu")
+#: The exact reference backend and precision, for tests that compare pixels with fp32 arithmetic.
+EXACT: dict[str, Any] = {"backend": "torch", "precision": "fp32"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -138,12 +144,12 @@ def tiny_path(data_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(tiny_path: Path) -> LoadedModel:
-    return load_model(tiny_path, "cpu")
+    return load_model(tiny_path, DEVICE)
 
 
 @pytest.fixture(scope="module")
 def flat(data_dir: Path) -> LoadedModel:
-    return load_model(_save_tiny(data_dir / "flat.safetensors", "flat", constant=0.5), "cpu")
+    return load_model(_save_tiny(data_dir / "flat.safetensors", "flat", constant=0.5), DEVICE)
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +214,7 @@ def test_result_and_progress(small_mask: Path, tiny: LoadedModel, tmp_path: Path
                     progress=lambda d, t, s: ticks.append((d, t, s)))
     plan = plan_windows(530, 700, 256, 128)
     assert result.path == tmp_path / "o.tif" and result.windows == len(plan) == 20
-    assert (result.grid.width, result.grid.height) == (700, 530) and result.device == "cpu"
+    assert (result.grid.width, result.grid.height) == (700, 530) and result.device.startswith(DEVICE)
     assert {s for _, _, s in ticks} == {"render"} and {t for _, t, _ in ticks} == {20}
     assert [d for d, _, _ in ticks] == [4, 8, 12, 16, 20]  # 20 windows in batches of 4, across lattice rows
     assert _leftovers(tmp_path) == ["o.tif"]
@@ -244,10 +250,10 @@ def test_constant_model_gives_constant_image_no_black_border(
     """With tanh(0.5) everywhere, any pixel whose blend weights do not sum to 1 shows."""
     model = load_model(
         _save_tiny(tmp_path / "flat.safetensors", "flat", constant=0.5, tile_px=tile, overlap_px=min(128, overlap)),
-        "cpu",
+        DEVICE,
     )
     mask = _write_raster(tmp_path / "m.tif", _synthetic_mask(height, width))
-    render(mask, tmp_path / "o.tif", model, RenderConfig(overlap_px=overlap, batch_size=8, seed=9))
+    render(mask, tmp_path / "o.tif", model, RenderConfig(overlap_px=overlap, batch_size=8, seed=9, **EXACT))
     rgb = _read(tmp_path / "o.tif")
     assert rgb.shape == (3, height, width)
     for edge in (rgb[:, 0, :], rgb[:, -1, :], rgb[:, :, 0], rgb[:, :, -1]):
@@ -257,7 +263,7 @@ def test_constant_model_gives_constant_image_no_black_border(
 
 def test_constant_model_region_at_odd_offsets(small_mask: Path, flat: LoadedModel, tmp_path: Path) -> None:
     region = Window(123, 77, 301, 257)
-    render(small_mask, tmp_path / "o.tif", flat, RenderConfig(overlap_px=200, batch_size=8), region=region)
+    render(small_mask, tmp_path / "o.tif", flat, RenderConfig(overlap_px=200, batch_size=8, **EXACT), region=region)
     rgb = _read(tmp_path / "o.tif")
     assert rgb.shape == (3, 257, 301)
     assert np.unique(rgb).tolist() == [FLAT_VALUE]
@@ -377,7 +383,7 @@ def test_any_region_equals_full_render(
 
 def _render_two_threads(mask: Path, out: Path, model: LoadedModel, batch_size: int, region: Window | None = None) -> np.ndarray:
     with torch_threads(2):
-        render(mask, out, model, RenderConfig(seed=21, batch_size=batch_size), region=region)
+        render(mask, out, model, RenderConfig(seed=21, batch_size=batch_size, **EXACT), region=region)
     return _read(out)
 
 
@@ -446,7 +452,7 @@ def test_streaming_render_2048(tmp_path: Path, tiny: LoadedModel) -> None:
     result = render(mask, tmp_path / "o.tif", tiny, config)
     plan = plan_windows(size, size, 256, 128)
     assert (plan.rows, plan.cols) == (15, 15) and result.windows == len(plan) and result.batch_size == 8
-    network = WindowNetwork(tiny, config)
+    network = WindowNetwork(tiny, config, 8)
     reference = np.zeros((3, size, size), dtype=np.float32)
     windows = list(plan)
     for start in range(0, len(windows), 8):
@@ -651,16 +657,16 @@ def test_bad_options(
 
 def test_channel_order_from_the_spec_is_honoured(tmp_path: Path) -> None:
     """Same weights, opposite channel_order: (buildings, roads) on a mask == (roads, buildings) on it swapped."""
-    roads_first = load_model(_save_tiny(tmp_path / "rb.safetensors", "rb", seed=7), "cpu")
+    roads_first = load_model(_save_tiny(tmp_path / "rb.safetensors", "rb", seed=7), DEVICE)
     buildings_first = load_model(
-        _save_tiny(tmp_path / "br.safetensors", "br", seed=7, channel_order=("buildings", "roads")), "cpu"
+        _save_tiny(tmp_path / "br.safetensors", "br", seed=7, channel_order=("buildings", "roads")), DEVICE
     )
     assert buildings_first.spec.channel_order == ("buildings", "roads")
     data = _synthetic_mask(530, 700, seed=4)
     assert not np.array_equal(data[0], data[1])
     mask = _write_raster(tmp_path / "m.tif", data)
     swapped = _write_raster(tmp_path / "swapped.tif", data[::-1].copy())
-    config = RenderConfig(seed=6, batch_size=8)
+    config = RenderConfig(seed=6, batch_size=8, **EXACT)  # auto could calibrate the two checkpoints differently
     render(mask, tmp_path / "rb.tif", roads_first, config)
     render(mask, tmp_path / "br.tif", buildings_first, config)
     render(swapped, tmp_path / "rb_swapped.tif", roads_first, config)
@@ -720,7 +726,7 @@ def test_render_config_accepts_its_ranges_and_has_no_unread_fields() -> None:
     RenderConfig(seed=(1 << 64) - 1, overlap_px=10_000, batch_size=1024, max_batch_size=1024)  # overlap: see check_work
     assert "device" not in {f.name for f in fields(RenderConfig)}
     with pytest.raises(TypeError):
-        RenderConfig(device="cpu")  # type: ignore[call-arg]
+        RenderConfig(device=DEVICE)  # type: ignore[call-arg]
 
 
 def test_batch_size_over_the_limit_is_refused() -> None:
@@ -761,11 +767,11 @@ def test_batch_is_capped_at_the_windows_of_the_mask(tmp_path: Path, tiny: Loaded
     seen: list[int] = []
     hook = tiny.generator.register_forward_pre_hook(lambda _module, args: seen.append(args[0].shape[0]))
     try:
-        big = render(mask, tmp_path / "big.tif", tiny, RenderConfig(seed=4, batch_size=1024, max_batch_size=1024))
+        big = render(mask, tmp_path / "big.tif", tiny, RenderConfig(seed=4, batch_size=1024, max_batch_size=1024, **EXACT))
     finally:
         hook.remove()
     assert big.batch_size == 1 and seen == [1]
-    one = render(mask, tmp_path / "one.tif", tiny, RenderConfig(seed=4, batch_size=1))
+    one = render(mask, tmp_path / "one.tif", tiny, RenderConfig(seed=4, batch_size=1, **EXACT))
     assert one.batch_size == 1
     np.testing.assert_array_equal(_read(tmp_path / "big.tif"), _read(tmp_path / "one.tif"))
 
@@ -829,7 +835,7 @@ def _model_state(model: LoadedModel) -> list[object]:
 
 
 def test_render_does_not_change_the_shared_model(tmp_path: Path, tiny_path: Path, small_mask: Path) -> None:
-    model = load_model(tiny_path, "cpu")
+    model = load_model(tiny_path, DEVICE)
     model.generator.train()
     before = _model_state(model)
     layout = [(p.data_ptr(), p.stride()) for p in model.generator.parameters()]
@@ -840,7 +846,7 @@ def test_render_does_not_change_the_shared_model(tmp_path: Path, tiny_path: Path
 
 
 def test_loaded_weights_are_channels_last_so_each_render_shares_them(tiny_path: Path) -> None:
-    model = load_model(tiny_path, "cpu")
+    model = load_model(tiny_path, DEVICE)
     convs = [p for p in model.generator.parameters() if p.ndim == 4]
     assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     view = inference_view(model.generator, stochastic=True)

@@ -105,10 +105,12 @@ def test_vector_layers_to_imagery_and_mask(drawn_layers, tiny_checkpoint, tmp_pa
         "ROADS": drawn_layers["roads"], "BUILDINGS": drawn_layers["buildings"],
         "EXTENT": f"{extent.xMinimum()},{extent.xMaximum()},{extent.yMinimum()},{extent.yMaximum()} [EPSG:3857]",
         "GSD": 1.0, "CRS": "EPSG:3067", "SEED": 7, "CHECKPOINT": tiny_checkpoint, "DEVICE": 1,
-        "OUTPUT": str(output), "MASK_OUTPUT": str(mask),
+        "BACKEND": 1, "PRECISION": 1, "OUTPUT": str(output), "MASK_OUTPUT": str(mask),
     }, feedback=feedback)
     assert results["OUTPUT"] == str(output) and results["MASK_OUTPUT"] == str(mask)
     assert progress and progress[-1] == 100 and progress == sorted(progress)
+    tags = gdal.Open(str(output)).GetMetadata()
+    assert (tags["BACKEND"], tags["PRECISION"]) == ("torch", "fp32")  # the advanced parameters reach the toolkit
 
     target = QgsCoordinateReferenceSystem("EPSG:3067")
     expected = _transform(MERCATOR, target).transformBoundingBox(extent)

@@ -83,8 +83,8 @@ class RenderParams:
     def config(self, settings: ApiSettings, **extra: Any) -> RenderConfig:
         """The engine's config for these options under the server's window limit."""
         return RenderConfig(
-            seed=self.seed, deterministic=self.deterministic, overlap_px=self.overlap,
-            max_windows=settings.max_windows, **extra,
+            seed=self.seed, deterministic=self.deterministic, overlap_px=self.overlap, backend=settings.backend,
+            precision=settings.precision, max_windows=settings.max_windows, **extra,
         )
 
 
@@ -134,7 +134,7 @@ async def model_info(server: ServerDep) -> dict[str, Any]:
     source = model.source if model.source == "default" else Path(model.source).name  # not the server's path
     info = model.spec.to_dict()
     info.update(parameter_count=count_parameters(model.generator), sha256=model.sha256, source=source,
-                device=str(model.device))
+                device=str(model.device), backend=server.settings.backend, precision=server.settings.precision)
     return info
 
 

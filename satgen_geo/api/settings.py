@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from satgen_geo._validate import check_int, check_number
+from satgen_geo._validate import check_choice, check_int, check_number
+from satgen_geo.backends import BACKENDS, PRECISIONS
 from satgen_geo.errors import ConfigError
 from satgen_geo.osm.fetch import OverpassConfig
 
@@ -28,6 +29,9 @@ class ApiSettings:
         Generator checkpoint; ``None`` is the model shipped with the package.
     device
         ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    backend, precision
+        How every render runs (see :class:`satgen_geo.engine.RenderConfig`); ``auto`` is
+        resolved at the first render and kept (:mod:`satgen_geo.precision`).
     cors_origins
         Browser origins allowed to call the API (the mask editor's dev servers by default).
         A request from any other page (an ``Origin`` header not listed here and not the
@@ -51,6 +55,8 @@ class ApiSettings:
 
     checkpoint: str | Path | None = None
     device: str = "auto"
+    backend: str = "auto"
+    precision: str = "auto"
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     max_upload_bytes: int = 20 * 1024 * 1024
     max_output_pixels: int = 4096 * 4096
@@ -63,6 +69,8 @@ class ApiSettings:
     def __post_init__(self) -> None:
         origins = (self.cors_origins,) if isinstance(self.cors_origins, str) else tuple(self.cors_origins)
         object.__setattr__(self, "cors_origins", origins)
+        check_choice(self.backend, "backend", "backend", BACKENDS)
+        check_choice(self.precision, "precision", "precision", PRECISIONS)
         check_int(self.max_upload_bytes, "max_upload_bytes", "largest upload (bytes)")
         check_int(self.max_output_pixels, "max_pixels", "largest output (pixels)")
         check_int(self.queue_size, "queue_size", "job queue size")

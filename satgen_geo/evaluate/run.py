@@ -104,7 +104,7 @@ def _batches(shapes: Sequence[tuple[int, ...]], batch_size: int) -> Iterator[lis
 def generate_images(
     model: LoadedModel, pairs: Sequence[Pair], *, deterministic: bool = True, seed: int = 0, batch_size: int = EVAL_BATCH_SIZE
 ) -> list[np.ndarray]:
-    """Run the model on every mask exactly as the render engine does.
+    """Run the model on every mask exactly as the render engine does with the torch backend at fp32.
 
     Parameters
     ----------
@@ -124,7 +124,9 @@ def generate_images(
     """
     check_int(batch_size, "batch_size", "masks per generator call")
     _check_pairs(pairs)
-    network = WindowNetwork(model, RenderConfig(deterministic=deterministic, seed=seed))
+    # exact fp32 torch whatever the machine, so that scores compare across machines
+    config = RenderConfig(deterministic=deterministic, seed=seed, backend="torch", precision="fp32")
+    network = WindowNetwork(model, config, batch_size)
     out: list[np.ndarray] = []
     for batch in _batches([p.mask.shape for p in pairs], batch_size):
         y = network(np.stack([pairs[i].mask for i in batch]), [window_seed(seed, i, 0) for i in batch])

@@ -25,6 +25,10 @@ model to "everything eval, Dropout train". Two ways to make those draws reproduc
   placed in nor on the global RNG (recommended for tiled inference);
 * or leave ``seeds`` out and call ``torch.manual_seed`` before each batch; then draws
   come from the global RNG and depend on the batch composition.
+
+The seeded masks can also be drawn ahead (:meth:`UNetGenerator.dropout_masks`) and passed
+to :meth:`UNetGenerator.forward` as tensors: the same pixels as passing the seeds, and the
+form an exported graph (ONNX, OpenVINO) takes them in, as inputs.
 """
 
 from __future__ import annotations
@@ -53,34 +57,18 @@ _DROPOUT_P = 0.5
 
 
 class SeededDropout(nn.Dropout):
-    """``nn.Dropout`` that can draw its mask from per-sample ``torch.Generator`` objects.
+    """``nn.Dropout`` that can take its mask from the caller.
 
-    Without generators it behaves exactly like ``nn.Dropout``. With a list of generators
-    (one per sample) each sample's Bernoulli mask comes from its own generator.
+    Without a mask it behaves exactly like ``nn.Dropout`` (global RNG). With a mask (one
+    per sample, values 0 or ``1 / (1 - p)``, from :meth:`UNetGenerator.dropout_masks`)
+    it multiplies by it, in training mode only.
     """
 
-    def forward(self, x: Tensor, generators: Sequence[torch.Generator] | None = None) -> Tensor:
-        """Apply dropout.
-
-        Parameters
-        ----------
-        x
-            Input of shape ``(N, ...)``.
-        generators
-            ``None`` for the global RNG, else ``N`` generators on ``x.device``.
-
-        Returns
-        -------
-        Tensor
-            ``x`` with dropout applied when in training mode, else ``x``.
-        """
-        if generators is None or not self.training or self.p == 0.0:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Apply dropout: ``x`` times ``mask`` (or a fresh global-RNG mask) in training mode, else ``x``."""
+        if mask is None or not self.training or self.p == 0.0:
             return F.dropout(x, self.p, self.training, self.inplace)
-        keep = 1.0 - self.p
-        masks = [
-            torch.empty(x.shape[1:], dtype=x.dtype, device=x.device).bernoulli_(keep, generator=g) for g in generators
-        ]
-        return x * torch.stack(masks) / keep
+        return x * mask
 
 
 class _DownBlock(nn.Module):
@@ -107,11 +95,11 @@ class _UpBlock(nn.Module):
         self.act = nn.ReLU(inplace=True)
         self.dropout = SeededDropout(_DROPOUT_P) if dropout else None
 
-    def forward(self, x: Tensor, generators: Sequence[torch.Generator] | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Upsample ``x`` by 2."""
         x = self.act(self.bn(self.conv(x)))
         if self.dropout is not None:
-            x = self.dropout(x, generators)
+            x = self.dropout(x, mask)
         return x
 
 
@@ -208,7 +196,25 @@ class UNetGenerator(nn.Module):
                     module.train(True)
         return self
 
-    def forward(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
+    def dropout_shapes(self, height: int, width: int) -> list[tuple[int, int, int]]:
+        """``(C, H, W)`` of one sample's dropout mask in ``up1``, ``up2``, ``up3`` for a ``height`` × ``width`` input."""
+        return [(self.features * 8, height >> shift, width >> shift) for shift in (7, 6, 5)]
+
+    def dropout_masks(self, seeds: Sequence[int], height: int, width: int, device: torch.device | str = "cpu") -> list[Tensor]:
+        """Seeded dropout masks for ``up1``..``up3``: one ``(N, C, H, W)`` float32 tensor each, values 0 or 2.
+
+        Sample ``i``'s masks come from a ``torch.Generator`` on ``device`` seeded with
+        ``seeds[i]``, drawn layer after layer, so they depend on that seed alone.
+        """
+        keep = 1.0 - _DROPOUT_P
+        shapes = self.dropout_shapes(height, width)
+        per_sample = []
+        for seed in seeds:
+            generator = torch.Generator(device=device).manual_seed(int(seed))
+            per_sample.append([torch.empty(shape, device=device).bernoulli_(keep, generator=generator) for shape in shapes])
+        return [torch.stack(layer).div_(keep) for layer in zip(*per_sample, strict=True)]
+
+    def forward(self, x: Tensor, seeds: Sequence[int] | None = None, masks: Sequence[Tensor] | None = None) -> Tensor:
         """Translate masks to images.
 
         Parameters
@@ -219,6 +225,8 @@ class UNetGenerator(nn.Module):
         seeds
             Optional, one integer per sample: seeds that sample's dropout masks (only
             matters while dropout is active). ``None`` uses the global RNG.
+        masks
+            Instead of ``seeds``: the three dropout masks :meth:`dropout_masks` draws.
 
         Returns
         -------
@@ -232,11 +240,11 @@ class UNetGenerator(nn.Module):
             raise ValueError(
                 f"generator input height and width must be multiples of {TILE_MULTIPLE}, got {height}x{width}"
             )
-        generators = None
         if seeds is not None:
             if len(seeds) != x.shape[0]:
                 raise ValueError(f"got {len(seeds)} dropout seeds for a batch of {x.shape[0]}; pass one per sample")
-            generators = [torch.Generator(device=x.device).manual_seed(int(s)) for s in seeds]
+            masks = self.dropout_masks(seeds, height, width, x.device)
+        m1, m2, m3 = masks if masks is not None else (None, None, None)
 
         d1 = self.initial_down(x)
         d2 = self.down1(d1)
@@ -245,9 +253,9 @@ class UNetGenerator(nn.Module):
         d5 = self.down4(d4)
         d6 = self.down5(d5)
         d7 = self.down6(d6)
-        u = self.up1(self.bottleneck(d7), generators)
-        u = self.up2(torch.cat((u, d7), dim=1), generators)
-        u = self.up3(torch.cat((u, d6), dim=1), generators)
+        u = self.up1(self.bottleneck(d7), m1)
+        u = self.up2(torch.cat((u, d7), dim=1), m2)
+        u = self.up3(torch.cat((u, d6), dim=1), m3)
         u = self.up4(torch.cat((u, d5), dim=1))
         u = self.up5(torch.cat((u, d4), dim=1))
         u = self.up6(torch.cat((u, d3), dim=1))

@@ -28,7 +28,7 @@ import rasterio
 
 from satgen_geo._atomic import ensure_dir
 from satgen_geo._validate import check_int, check_number
-from satgen_geo.engine import RenderConfig, check_work
+from satgen_geo.engine import RenderConfig, check_work, resolve
 from satgen_geo.errors import AOIError, ConfigError, MissingDependencyError, OutputError, SatgenError
 from satgen_geo.grid import AOI, WGS84, Grid, aoi_from_bbox
 from satgen_geo.mask import MaskConfig, MaskSource, mask_grid
@@ -177,6 +177,7 @@ def run_region(
     overlap = model.spec.overlap_px if render_config.overlap_px is None else render_config.overlap_px
     plan = plan_chunks(grid, config.chunk_px, model.spec.tile_px, overlap)
     check_work(plan.chunk_px, plan.chunk_px, model.spec, render_config)
+    render_config = resolve(model, render_config)  # every chunk runs the same backend and precision
     job = job_identity(grid, plan, model.sha256, _settings(mask_config, render_config, config))
     manifest = _open_manifest(Path(outdir).expanduser(), job)  # everything checked: now the folder is made
     outdir = _check_outdir(outdir)

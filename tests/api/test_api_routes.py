@@ -181,6 +181,7 @@ def test_model_and_docs(client: httpx.Client, tiny: LoadedModel) -> None:
     assert info["name"] == "tiny" and info["features"] == 8 and info["tile_px"] == 256
     assert info["sha256"] == tiny.sha256 and info["parameter_count"] > 0
     assert "/" not in info["source"]  # the file name only, not the server's path
+    assert (info["backend"], info["precision"]) == ("auto", "auto")  # the server's settings, resolved per render
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/generate", "/generate/geotiff", "/generate/bbox", "/health", "/model"} <= set(paths)

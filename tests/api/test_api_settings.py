@@ -42,6 +42,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     ({"workers": True}, "workers"),
     ({"queue_size": 1, "workers": 2}, "queue_size"),
     ({"gsd_m": 0.0}, "gsd_m"),
+    ({"backend": "tensorrt"}, "backend"),
+    ({"precision": "int4"}, "precision"),
 ])
 def test_settings_validate_themselves(changes: dict, param: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -80,7 +82,8 @@ def test_status_table_lists_subclasses_first() -> None:
 
 
 def test_serve_command_options() -> None:
-    assert "--max-windows" in run_cli("serve", "--help").stdout
+    help_text = run_cli("serve", "--help").stdout
+    assert "--max-windows" in help_text and "--backend" in help_text and "--precision" in help_text
     zero = run_cli("serve", "--max-windows", "0")
     assert zero.returncode != 0 and "--max-windows" in zero.stderr
     crossed = run_cli("serve", "--queue-size", "1", "--workers", "2", "--port", "1")

@@ -25,6 +25,8 @@ from .export import WGS84, export_layer
 from .messages import label
 from .parameters import (
     AOI,
+    BACKEND,
+    BACKENDS,
     BUILDINGS,
     CHECKPOINT,
     CRS,
@@ -36,6 +38,8 @@ from .parameters import (
     OSM_FILE,
     OVERLAP,
     OVERPASS_URL,
+    PRECISION,
+    PRECISIONS,
     ROADS,
     SEED,
     DataSource,
@@ -157,7 +161,9 @@ def grid_args(alg: QgsProcessingAlgorithm, parameters: Parameters, context: QgsP
 
 def render_args(alg: QgsProcessingAlgorithm, parameters: Parameters, context: QgsProcessingContext) -> List[str]:
     args = ["--seed", str(alg.parameterAsInt(parameters, SEED, context)),
-            "--device", DEVICES[alg.parameterAsEnum(parameters, DEVICE, context)]]
+            "--device", DEVICES[alg.parameterAsEnum(parameters, DEVICE, context)],
+            "--backend", BACKENDS[alg.parameterAsEnum(parameters, BACKEND, context)],
+            "--precision", PRECISIONS[alg.parameterAsEnum(parameters, PRECISION, context)]]
     if has_value(parameters, OVERLAP):
         args += ["--overlap", str(alg.parameterAsInt(parameters, OVERLAP, context))]
     checkpoint = alg.parameterAsFile(parameters, CHECKPOINT, context)

@@ -20,7 +20,7 @@ CONCEPT_PARAMETERS = {
     "bbox": p.EXTENT, "aoi_file": p.AOI, "osm_file": p.OSM_FILE, "roads_file": p.ROADS,
     "buildings_file": p.BUILDINGS, "gsd_m": p.GSD, "crs": p.CRS, "overpass_url": p.OVERPASS_URL,
     "mask": p.MASK, "output": p.OUTPUT, "mask_output": p.MASK_OUTPUT, "checkpoint": p.CHECKPOINT,
-    "device": p.DEVICE, "seed": p.SEED, "overlap_px": p.OVERLAP,
+    "device": p.DEVICE, "seed": p.SEED, "overlap_px": p.OVERLAP, "backend": p.BACKEND, "precision": p.PRECISION,
 }
 #: Concepts no parameter sets (limits and settings of the toolkit), with what the user can do.
 CONCEPT_HINTS = {

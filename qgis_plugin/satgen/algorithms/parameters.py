@@ -50,10 +50,15 @@ SEED = "SEED"
 OVERLAP = "OVERLAP"
 CHECKPOINT = "CHECKPOINT"
 DEVICE = "DEVICE"
+BACKEND = "BACKEND"
+PRECISION = "PRECISION"
 OUTPUT = "OUTPUT"
 MASK_OUTPUT = "MASK_OUTPUT"
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
+#: The toolkit's inference backends and precisions (``satgen render --backend/--precision``).
+BACKENDS = ["auto", "torch", "openvino", "onnxruntime"]
+PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
 #: The accepted window overlap in pixels (the toolkit's limit for its 256 px tiles).
 MAX_OVERLAP_PX = 224
 OSM_FILTER = "OpenStreetMap extracts (*.osm.pbf *.pbf *.osm *.osm.bz2);;All files (*.*)"
@@ -136,6 +141,11 @@ def add_render(alg: QgsProcessingAlgorithm) -> None:
         OVERLAP, tr("Window overlap in pixels (empty = the model's)"),
         QgsProcessingParameterNumber.Integer, optional=True, minValue=0, maxValue=MAX_OVERLAP_PX))
     add_advanced(alg, QgsProcessingParameterEnum(DEVICE, tr("Compute device"), DEVICES, defaultValue=0))
+    add_advanced(alg, QgsProcessingParameterEnum(
+        BACKEND, tr("Inference backend (auto = the fastest installed, measured once)"), BACKENDS, defaultValue=0))
+    add_advanced(alg, QgsProcessingParameterEnum(
+        PRECISION, tr("Numeric precision (auto = bf16/fp16 where faster and accurate, else fp32)"), PRECISIONS,
+        defaultValue=0))
 
 
 def add_output(alg: QgsProcessingAlgorithm, description: str) -> None:
