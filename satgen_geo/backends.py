@@ -16,7 +16,8 @@ change of any part of the key builds a new one, and folders unused for :data:`CA
 days are removed when another is built.
 
 Precisions: ``fp32`` everywhere; ``bf16`` with torch (CPU or CUDA autocast) and OpenVINO
-(its CPU inference precision); ``fp16`` with torch on CUDA. Within one backend and
+(its CPU inference precision); ``fp16`` with torch on CUDA; ``int8`` (a preview, see
+:data:`PREVIEW_PRECISIONS`) with OpenVINO, quantized by NNCF when converted. Within one backend and
 precision a batch's output depends only on its inputs and its shape.
 """
 
@@ -27,6 +28,7 @@ import copy
 import functools
 import hashlib
 import importlib
+import io
 import json
 import logging
 import os
@@ -47,8 +49,9 @@ from satgen_geo.model.generator import UNetGenerator
 from satgen_geo.model.spec import ModelSpec
 
 __all__ = [
-    "BACKENDS", "CACHE_DAYS", "CPU_BATCH", "FP32_STEM", "PRECISIONS", "Runner", "TorchRunner", "auto_batch_size",
-    "backend_version", "check_combination", "converted_model", "installed", "open_runner", "supported_precisions",
+    "BACKENDS", "CACHE_DAYS", "CPU_BATCH", "FP32_STEM", "PRECISIONS", "PREVIEW_PRECISIONS", "Pending", "Runner", "TorchRunner",
+    "auto_batch_size", "backend_version", "calibration_masks", "check_combination", "converted_model", "installed",
+    "open_runner", "supported_precisions",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,16 +59,26 @@ log = logging.getLogger(__name__)
 #: Accepted ``backend`` values; ``auto`` is resolved by :func:`satgen_geo.precision.choose`.
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
 #: Accepted ``precision`` values; ``auto`` is resolved by :func:`satgen_geo.precision.choose`.
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+#: Precisions only ever run when asked for by name, and labelled "(preview)" in the output's tags: OpenVINO's
+#: post-training INT8 (NNCF) runs several times faster but its images visibly differ from fp32's (about 23-28 dB).
+PREVIEW_PRECISIONS = frozenset({"int8"})
 #: Converted graphs not used for this many days are removed when another is built.
 CACHE_DAYS = 30
 #: Batch size on a CPU when none is given (larger batches gain little there and cost memory).
 CPU_BATCH = 8
-_EXTRAS = {"openvino": ("openvino", "satgen-geo[openvino]"), "onnxruntime": ("onnxruntime", "satgen-geo[onnx]")}
+_EXTRAS = {
+    "openvino": ("openvino", "satgen-geo[openvino]"), "onnxruntime": ("onnxruntime", "satgen-geo[onnx]"),
+    "int8": ("nncf", "satgen-geo[int8]"),
+}
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: The generator's layers that run in fp32 under autocast (see :class:`TorchRunner`).
 FP32_STEM = ("initial_down", "down1")
 _MASK_INPUTS = ("drop1", "drop2", "drop3")
+
+
+#: A started network call: calling it waits for and returns the outputs.
+Pending = Callable[[], np.ndarray]
 
 
 class Runner(Protocol):
@@ -103,7 +116,7 @@ def supported_precisions(backend: str, device: torch.device) -> tuple[str, ...]:
     """The precisions ``backend`` runs on ``device``, ``fp32`` first."""
     if backend == "torch":
         return ("fp32", "fp16", "bf16") if device.type == "cuda" else ("fp32", "bf16")
-    return ("fp32", "bf16") if backend == "openvino" else ("fp32",)
+    return ("fp32", "bf16", "int8") if backend == "openvino" else ("fp32",)
 
 
 def check_combination(backend: str, precision: str, device: torch.device) -> None:
@@ -138,6 +151,8 @@ def open_runner(view: UNetGenerator, sha256: str, device: torch.device, backend:
         When the backend's package is not installed (the message names the extra).
     """
     check_combination(backend, precision, device)
+    if precision in PREVIEW_PRECISIONS:
+        log.warning("%s is a preview: its images visibly differ from fp32's; use fp32 or auto for final output", precision)
     if backend == "torch":
         return TorchRunner(view, device, precision)
     path = converted_model(view, sha256, backend, precision, shape)
@@ -165,23 +180,44 @@ class TorchRunner:
         self.view = view if self.autocast is None else _weights_as(view, self.autocast)
 
     def __call__(self, x: Tensor, masks: Sequence[Tensor] | None) -> np.ndarray:
-        cuda = self.device.type == "cuda"
+        return self.start(x, masks)()
+
+    def start(self, x: Tensor, masks: Sequence[Tensor] | None) -> Pending:
+        """Launch the network on a batch; the returned callable waits for the outputs.
+
+        On CUDA the inputs go up on a copy stream from pinned memory (so they overlap the
+        previous batch's compute), and the outputs come back into pinned memory without
+        blocking: the GPU works while the caller blends the previous batch.
+        """
         x = x.contiguous(memory_format=torch.channels_last)
-        if cuda:
-            x = x.pin_memory().to(self.device, non_blocking=True)
-            masks = [m.pin_memory().to(self.device, non_blocking=True) for m in masks] if masks is not None else None
-        else:
-            x = x.to(self.device)
-            masks = [m.to(self.device) for m in masks] if masks is not None else None
         autocast = torch.autocast(self.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
+        if self.device.type != "cuda":
+            with torch.inference_mode(), autocast:
+                y = self.view(x.to(self.device), masks=[m.to(self.device) for m in masks] if masks else None)
+            out = y.float().contiguous().cpu().numpy()  # NCHW-contiguous: fast blending
+            return lambda: out
+        compute = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self._copy_stream):
+            inputs = [t.pin_memory().to(self.device, non_blocking=True) for t in (x, *(masks or ()))]
+        compute.wait_stream(self._copy_stream)
+        for tensor in inputs:
+            tensor.record_stream(compute)
         with torch.inference_mode(), autocast:
-            y = self.view(x, masks=masks).float()
-        if not cuda:
-            return y.contiguous().numpy()  # NCHW-contiguous: fast blending
+            y = self.view(inputs[0], masks=inputs[1:] or None).float()
         host = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
         host.copy_(y, non_blocking=True)
-        torch.cuda.current_stream(self.device).synchronize()
-        return host.numpy()
+        done = torch.cuda.Event()
+        done.record(compute)
+
+        def result() -> np.ndarray:
+            done.synchronize()
+            return host.numpy()
+
+        return result
+
+    @functools.cached_property
+    def _copy_stream(self) -> torch.cuda.Stream:
+        return torch.cuda.Stream(self.device)
 
 
 def _weights_as(view: UNetGenerator, dtype: torch.dtype) -> UNetGenerator:
@@ -246,7 +282,7 @@ def _numpy_inputs(x: Tensor, masks: Sequence[Tensor] | None, dropout: bool) -> d
 def _openvino_model(xml: str, precision: str) -> Any:
     """A compiled OpenVINO model (thread-safe; each runner makes its own infer request)."""
     ov = _import("openvino")
-    hint = {"fp32": "f32", "bf16": "bf16"}[precision]
+    hint = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}[precision]  # int8: what is not quantized runs in fp32
     return ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
 
 
@@ -295,9 +331,9 @@ def converted_model(view: UNetGenerator, sha256: str, backend: str, precision: s
     """
     key = {
         "sha256": sha256, "backend": backend, "version": backend_version(backend), "torch": torch.__version__,
-        # an OpenVINO graph serves every precision (its precision is set when it is compiled)
-        "precision": "any" if backend == "openvino" else precision, "shape": list(shape), "dropout": view.mc_dropout,
-        "format": 1,
+        # an OpenVINO graph serves every precision but int8 (its precision is set when it is compiled)
+        "precision": "any" if backend == "openvino" and precision != "int8" else precision, "shape": list(shape),
+        "dropout": view.mc_dropout, "format": 1,
     }
     root = cache_dir() / "compiled"
     folder = root / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
@@ -312,7 +348,7 @@ def converted_model(view: UNetGenerator, sha256: str, backend: str, precision: s
         tmp = root / f".{folder.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
         tmp.mkdir()
         try:
-            _CONVERTERS[backend](view, shape, tmp)
+            _CONVERTERS[backend](view, shape, tmp, precision)
             (tmp / "key.json").write_text(json.dumps(key, indent=1))
             with contextlib.suppress(FileExistsError, OSError):  # another process built it meanwhile: keep theirs
                 tmp.rename(folder)
@@ -336,14 +372,46 @@ def _example(view: UNetGenerator, shape: tuple[int, int, int, int]) -> tuple[Ten
     return (x, *view.dropout_masks(range(shape[0]), shape[2], shape[3]))
 
 
-def _to_openvino(view: UNetGenerator, shape: tuple[int, int, int, int], folder: Path) -> None:
+def _to_openvino(view: UNetGenerator, shape: tuple[int, int, int, int], folder: Path, precision: str) -> None:
     ov = _import("openvino")
     with torch.no_grad(), _quiet_export():
         model = ov.convert_model(_Exportable(view), example_input=_example(view, shape))
+    if precision == "int8":
+        model = _quantized(model, view, shape)
     ov.save_model(model, folder / "model.xml", compress_to_fp16=False)  # fp32 weights: precision is a compile hint
 
 
-def _to_onnx(view: UNetGenerator, shape: tuple[int, int, int, int], folder: Path) -> None:
+def _quantized(model: Any, view: UNetGenerator, shape: tuple[int, int, int, int]) -> Any:
+    """``model`` quantized to INT8 by NNCF, its ranges calibrated on :func:`calibration_masks` with render-like noise."""
+    nncf = _import("int8")
+    nncf.set_log_level(logging.ERROR)
+    masks = calibration_masks(shape)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 0.02
+    x = (torch.from_numpy(masks).float() / 127.5 - 1.0 + noise).clamp_(-1.0, 1.0)
+    inputs = [x, *view.dropout_masks(range(shape[0]), shape[2], shape[3])] if view.mc_dropout else [x]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # its progress bars
+        return nncf.quantize(model, nncf.Dataset([[t.numpy() for t in inputs]]), subset_size=1)
+
+
+def calibration_masks(shape: tuple[int, int, int, int]) -> np.ndarray:
+    """A fixed uint8 batch like real masks: a quarter empty, a quarter one road, the rest blocks of roads and buildings."""
+    rng = np.random.default_rng(0)
+    n, channels, height, width = shape
+    masks = np.zeros(shape, dtype=np.uint8)
+    for i in range(n):
+        kind = i % 4
+        if kind == 1:
+            row = int(rng.integers(16, height - 16))
+            masks[i, 0, row : row + 8] = 255
+        elif kind > 1:
+            for c in range(channels):
+                for _ in range(6):
+                    y0, x0 = rng.integers(0, height - 16), rng.integers(0, width - 16)
+                    masks[i, c, y0 : y0 + rng.integers(8, height // 3), x0 : x0 + rng.integers(8, width // 3)] = 255
+    return masks
+
+
+def _to_onnx(view: UNetGenerator, shape: tuple[int, int, int, int], folder: Path, _precision: str) -> None:
     _import("onnxruntime", "onnx")  # the exporter writes with the onnx package
     example = _example(view, shape)
     names = ["x", *_MASK_INPUTS][: len(example)]
@@ -362,7 +430,7 @@ def _quiet_export() -> Any:
         yield
 
 
-_CONVERTERS: dict[str, Callable[[UNetGenerator, tuple[int, int, int, int], Path], None]] = {
+_CONVERTERS: dict[str, Callable[[UNetGenerator, tuple[int, int, int, int], Path, str], None]] = {
     "openvino": _to_openvino, "onnxruntime": _to_onnx,
 }
 

@@ -18,7 +18,7 @@ from satgen_geo.cli_report import SatgenGroup, progress_reporter, start
 
 # satgen_geo.backends.BACKENDS and PRECISIONS, spelled out so that the CLI starts without importing torch
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
 def _bbox(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
@@ -125,13 +125,13 @@ def _render_options(func: Callable) -> Callable:
         click.option("--checkpoint", type=click.Path(dir_okay=False), help="Generator checkpoint (.pth or .safetensors); default: the shipped model."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed; the same seed and batch size give bit-identical output."),
         click.option("--deterministic", is_flag=True, help="No input noise or dropout: output depends on the mask only."),
-        click.option("--overlap", type=int, default=None, help="Window overlap in pixels, 0 to 7/8 of the window (224 of 256) [model's, 128]."),
+        click.option("--overlap", type=int, default=None, help="Window overlap in pixels, 0 to 7/8 of the window (224 of 256) [the model's: 32 for the shipped one, 128 for SatGen-CV's]."),
         click.option("--batch-size", type=int, default=None, help="Windows per network call, 1 to --max-batch-size [8 on a CPU; on a GPU what half its free memory holds]."),
         click.option("--max-batch-size", type=int, default=None, help="Largest accepted --batch-size (memory grows with it) [64]."),
         click.option("--max-windows", type=int, default=None, help="Most windows one render may compute; larger jobs stop before any work [250000]."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
         click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help="Inference backend; openvino and onnxruntime are extras (auto: torch on a GPU, the fastest installed on a CPU, measured once and cached)."),
-        click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help="fp32 (exact), bf16 (CPU or CUDA), fp16 (CUDA); auto: fp16 on CUDA, bf16 on CPUs with native bf16 where measured faster and within 45 dB of fp32, else fp32."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help="fp32 (exact), bf16 (CPU or CUDA), fp16 (CUDA), int8 (preview: OpenVINO, visibly different); auto: fp16 on CUDA, bf16 on CPUs with native bf16 where measured faster and within 45 dB of fp32, else fp32."),
         click.option("--cog", is_flag=True, help="Write a Cloud Optimized GeoTIFF."),
         click.option("--no-overviews", is_flag=True, help="Skip internal overviews."),
     ]
@@ -317,10 +317,10 @@ def export(checkpoint: str, output: str, name: str | None) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--render", "render_path", type=click.Path(dir_okay=False), help="Also score seams of a rendered RGB GeoTIFF.")
-@click.option("--overlap", type=int, default=128, show_default=True, help="Window overlap the --render image was made with.")
+@click.option("--overlap", type=int, default=None, help="Window overlap the --render image was made with [its OVERLAP_PX tag, else 128].")
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Folder for report.json and contact_sheet.png.")
 def evaluate(data: str | None, split: str, checkpoint: str | None, stochastic: bool, seed: int, device: str,
-             render_path: str | None, overlap: int, output: str | None) -> None:
+             render_path: str | None, overlap: int | None, output: str | None) -> None:
     """L1, PSNR, SSIM, feature distance and baselines on held-out pairs; seam score of a render."""
     from satgen_geo import evaluate as ev
     from satgen_geo.model.loaded import load_model

@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from satgen_geo.backends import Runner
+from satgen_geo.backends import Pending, Runner, TorchRunner
 from satgen_geo.model.generator import UNetGenerator
 from satgen_geo.model.loaded import LoadedModel
 from satgen_geo.precision import Choice, choose
 from satgen_geo.rasterize import BAND_NAMES
 from satgen_geo.tiling import window_seed
 
-__all__ = ["NetworkSettings", "WindowNetwork", "inference_view"]
+__all__ = ["NetworkSettings", "Pending", "WindowNetwork", "inference_view"]
 
 #: Dropout draws use a seed stream separate from the input-noise stream.
 _DROPOUT_STREAM = 0x5A7
@@ -92,7 +92,15 @@ class WindowNetwork:
                                           settings.precision, shape, self.inputs)
 
     def __call__(self, masks: np.ndarray, seeds: list[int]) -> np.ndarray:
-        return self.runner(*self.inputs(masks, seeds))
+        return self.start(masks, seeds)()
+
+    def start(self, masks: np.ndarray, seeds: list[int]) -> Pending:
+        """Start the network on a batch; call the result for its outputs. Only a GPU keeps working meanwhile."""
+        x, dropout = self.inputs(masks, seeds)
+        if isinstance(self.runner, TorchRunner):
+            return self.runner.start(x, dropout)
+        y = self.runner(x, dropout)
+        return lambda: y
 
     def inputs(self, masks: np.ndarray, seeds: list[int]) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         """The network's inputs for ``masks`` and ``seeds``: the noisy windows in [-1, 1] and the dropout masks."""

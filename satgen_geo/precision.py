@@ -40,6 +40,7 @@ from satgen_geo.backends import (
     BACKENDS,
     Runner,
     backend_version,
+    calibration_masks,
     check_combination,
     installed,
     open_runner,
@@ -118,14 +119,18 @@ def candidates(backend: str, precision: str, device: torch.device, cpu: CpuInfo)
     ConfigError
         For an explicit backend or precision the device cannot run.
     MissingDependencyError
-        For an explicit backend that is not installed.
+        For a backend that is needed and not installed.
     """
     if backend == "auto":
         backends = ["torch"] + ([b for b in BACKENDS[2:] if installed(b)][:1] if device.type == "cpu" else [])
+        if precision != "auto":  # those of them that run it, else the one that does (int8: OpenVINO)
+            runs = [b for b in backends if precision in supported_precisions(b, device)]
+            backends = runs or [b for b in BACKENDS[1:] if precision in supported_precisions(b, device)][:1] or backends
     else:
-        if backend != "torch":
-            backend_version(backend)  # a missing package fails here, by name
         backends = [backend]
+    for name in backends:
+        if name != "torch":
+            backend_version(name)  # a missing package fails here, by name
     pairs = []
     for name in backends:
         if precision != "auto":
@@ -161,24 +166,6 @@ def choose(view: UNetGenerator, sha256: str, device: torch.device, backend: str,
         runner = open_runner(view, sha256, device, name, prec, shape)
         return Choice(name, prec, f"{cached.get('reason', 'calibrated')} (cached calibration)"), runner
     return _calibrate(view, sha256, device, shape, pairs, key, inputs)
-
-
-def calibration_masks(shape: tuple[int, int, int, int]) -> np.ndarray:
-    """A fixed uint8 batch like real masks: a quarter empty, a quarter one road, the rest blocks of roads and buildings."""
-    rng = np.random.default_rng(0)
-    n, channels, height, width = shape
-    masks = np.zeros(shape, dtype=np.uint8)
-    for i in range(n):
-        kind = i % 4
-        if kind == 1:
-            row = int(rng.integers(16, height - 16))
-            masks[i, 0, row : row + 8] = 255
-        elif kind > 1:
-            for c in range(channels):
-                for _ in range(6):
-                    y0, x0 = rng.integers(0, height - 16), rng.integers(0, width - 16)
-                    masks[i, c, y0 : y0 + rng.integers(8, height // 3), x0 : x0 + rng.integers(8, width // 3)] = 255
-    return masks
 
 
 def _calibrate(view: UNetGenerator, sha256: str, device: torch.device, shape: tuple[int, int, int, int],

@@ -8,6 +8,7 @@ reads the GeoTIFF it wrote back with rasterio; OpenVINO and ONNX Runtime are the
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from rasterio.windows import Window
 
 from satgen_geo import backends
 from satgen_geo.engine import RenderConfig, RenderResult, render
-from satgen_geo.errors import MissingDependencyError, OutputError
+from satgen_geo.errors import ConfigError, MissingDependencyError, OutputError
 from satgen_geo.model import ModelSpec, UNetGenerator, save_generator
 from satgen_geo.model.loaded import LoadedModel, load_model
 from satgen_geo.precision import cpu_info, psnr
@@ -173,6 +174,32 @@ def test_bf16_close_to_fp32_and_tagged(rendered: Render, backend: str) -> None:
         assert db < FP32_MIN_PSNR, "a bf16 render should not be as close to fp32 as an fp32 one"
 
 
+# --------------------------------------------------------------------------- int8 (preview)
+
+
+def test_int8_is_an_openvino_preview_that_says_so(rendered: Render, model: LoadedModel, mask: Path, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Quantized on conversion: the same seed gives the same pixels, clearly unlike fp32's, and the tag says preview."""
+    reference, _ = rendered("torch", "fp32")
+    with caplog.at_level(logging.WARNING, logger="satgen_geo.backends"):
+        pixels, tags = rendered("openvino", "int8")
+    assert tags["PRECISION"] == "int8 (preview)" and "preview" in caplog.text
+    again, _ = _read(render(mask, tmp_path / "again.tif", model,
+                            RenderConfig(backend="auto", precision="int8", seed=SEED, overviews=False)).path)
+    np.testing.assert_array_equal(again, pixels)  # auto backend + int8 resolves to OpenVINO
+    db = psnr(pixels, reference, peak=255.0)
+    print(f"openvino int8 vs torch fp32: PSNR {db:.1f} dB")
+    assert 12.0 < db < BF16_MIN_PSNR  # related to fp32's image, and visibly not it
+    with pytest.raises(ConfigError, match="not int8") as caught:
+        render(mask, tmp_path / "x.tif", model, RenderConfig(backend="torch", precision="int8"))
+    assert caught.value.param == "precision" and not (tmp_path / "x.tif").exists()
+
+
+def test_tags_name_the_window_lattice_the_seam_score_reads(rendered: Render, mask: Path, tmp_path: Path) -> None:
+    _, tags = rendered("torch", "fp32", overlap_px=64)
+    assert (tags["TILE_PX"], tags["OVERLAP_PX"]) == ("256", "64")
+
+
 # --------------------------------------------------------------------------- converted-model cache
 
 
@@ -241,7 +268,7 @@ def test_openvino_precisions_share_one_converted_graph(rendered: Render, model: 
         key = json.loads(key_file.read_text())
         if (key["sha256"], key["backend"], key["shape"], key["dropout"]) == (model.sha256, "openvino", [8, 2, 256, 256], True):
             entries.append(key["precision"])
-    assert entries == ["any"]
+    assert [p for p in entries if p != "int8"] == ["any"]  # int8 is a graph of its own (quantized)
 
 
 def test_build_prunes_stale_entries_and_partials(cache: Path, small_mask: Path, model: LoadedModel, tmp_path: Path) -> None:

@@ -529,7 +529,7 @@ def test_cancel_leaves_nothing(small_mask: Path, tiny: LoadedModel, tmp_path: Pa
     with pytest.raises(CancelledError, match="cancelled"):
         render(small_mask, out, tiny, RenderConfig(batch_size=4, cog=cog),
                progress=lambda d, t, s: ticks.append(d), cancel=cancel)
-    assert len(calls) == 3 and ticks == [4, 8]
+    assert len(calls) == 3 and ticks == [4]  # checked before each batch starts; blending runs one batch behind
     if existing:
         assert out.read_bytes() == b"previous result"
         assert _leftovers(tmp_path) == ["out.tif"]

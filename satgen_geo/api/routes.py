@@ -35,7 +35,7 @@ from satgen_geo.model.loaded import LoadedModel
 T = TypeVar("T")
 router = APIRouter()
 
-_OVERLAP_HELP = f"window overlap in pixels, 0 to {max_overlap(256)} for 256 px windows (default: the model's, 128)"
+_OVERLAP_HELP = f"window overlap in pixels, 0 to {max_overlap(256)} for 256 px windows (default: the model's)"
 
 
 @dataclass(frozen=True)

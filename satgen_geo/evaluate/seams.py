@@ -141,7 +141,7 @@ def seam_score(image: np.ndarray, tile_px: int = 256, overlap_px: int = 128) -> 
 
 
 def seam_score_geotiff(
-    path: str | Path, tile_px: int = 256, overlap_px: int = 128, strip_rows: int | None = None
+    path: str | Path, tile_px: int | None = None, overlap_px: int | None = None, strip_rows: int | None = None
 ) -> float:
     """:func:`seam_score` of an RGB GeoTIFF, read in strips of rows (bounded memory).
 
@@ -150,7 +150,8 @@ def seam_score_geotiff(
     path
         GeoTIFF; bands 1-3 are used (all bands if it has fewer).
     tile_px, overlap_px
-        The window lattice used for rendering.
+        The window lattice used for rendering; ``None``: the image's ``TILE_PX`` and
+        ``OVERLAP_PX`` tags (satgen renders carry them), else 256 and 128.
     strip_rows
         Rows read at a time; default about 4 million pixels per strip.
 
@@ -166,6 +167,9 @@ def seam_score_geotiff(
     if strip_rows is not None:
         check_int(strip_rows, "strip_rows", "rows read at a time")
     with open_raster(path) as src:
+        tags = src.tags()
+        tile_px = tile_px or int(tags.get("TILE_PX", 256))
+        overlap_px = int(tags.get("OVERLAP_PX", 128)) if overlap_px is None else overlap_px
         height, width = src.height, src.width
         bands = [1, 2, 3] if src.count >= 3 else list(range(1, src.count + 1))
         rows = strip_rows or max(1, _STRIP_PIXELS // max(width, 1))

@@ -58,7 +58,7 @@ MASK_OUTPUT = "MASK_OUTPUT"
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 #: The toolkit's inference backends and precisions (``satgen render --backend/--precision``).
 BACKENDS = ["auto", "torch", "openvino", "onnxruntime"]
-PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
+PRECISIONS = ["auto", "fp32", "bf16", "fp16", "int8"]
 #: The accepted window overlap in pixels (the toolkit's limit for its 256 px tiles).
 MAX_OVERLAP_PX = 224
 OSM_FILTER = "OpenStreetMap extracts (*.osm.pbf *.pbf *.osm *.osm.bz2);;All files (*.*)"
