@@ -1,44 +1,76 @@
-"""Render benchmark: our streaming engine vs a naive re-implementation of the original SatGen-CV inference.
+"""Render benchmark: our engine at its default settings against the peers, each backend and precision, on equal terms.
 
-Measured in one run, each render in a fresh child process (so peak RSS is that render's):
+Measured in one run, every render (and every bare-network timing) in a fresh child process, so each
+peak RSS (``ru_maxrss``) is that child's own:
 
-1. speed at 2048 × 2048 px (a real mask: the top-left 2048² of the bundled Kotka extract),
-   same U-Net (features 64, random init, fixed seed, saved once as .safetensors), tile 256,
-   overlap 128, deterministic (no input noise, no dropout): the baseline, then ours at
-   batch 8 and 16 (``--reps`` interleaved repetitions, fastest kept); windows/s, speed
-   ratio, and how far apart the two uint8 outputs are; then both once more with glibc's
-   mmap/trim thresholds raised (see "allocator" below);
-2. peak RSS (``ru_maxrss`` of the child): baseline and ours at 2048², ours at 16384² with a
-   tiny network (features 8: it measures the engine's buffers, not the model) on a
-   synthetic street-grid mask written block by block; the baseline's 16384² figure is
-   extrapolated from its data structures;
-3. achieved network throughput (windows/s × generator conv GFLOP/window) as a fraction of
-   this machine's measured float32 peak (best of a 2048³ matmul and a 3×3 256→256 conv),
-   for the renders and for the bare network (no IO, no blending).
+1. the machine: CPU model and instruction-set flags, library versions, threads; the float32 peak of
+   this CPU (best of a 2048³ matmul and a 3×3 256→256 conv) and the generator's FLOPs per window;
+2. the one-time calibration of ``backend="auto"``/``precision="auto"`` (:mod:`satgen_geo.precision`),
+   in a warm-up child: its time (graph conversion included) and its choice. All children share one
+   temporary ``SATGEN_CACHE_DIR``, so the timed renders reuse that decision and the converted graphs:
+   the one-time cost is excluded from their times and printed here;
+3. the bare network (no IO, no blending: :func:`satgen_geo.backends.open_runner`) at batch 8 on 8
+   real windows of the mask, dropout masks as inputs (the default stochastic graph): torch fp32,
+   torch bf16, OpenVINO fp32, OpenVINO bf16 (bf16 only where the CPU has native bf16), ONNX Runtime
+   fp32; windows/s (mean of the timed calls after one warm-up call), ratio to torch fp32, and the PSNR
+   of each output against torch fp32's;
+4. renders of a real 2048 × 2048 px mask (the top-left 2048² of the bundled Kotka extract) with the
+   same U-Net (features 64, random init, torch seed 1234, saved once as .safetensors), tile 256,
+   overlap 128; each child loads the model and runs one warm-up forward at its own batch shape, then
+   the timed part reads the mask, renders and writes a GeoTIFF (same profile: tiled, deflate):
 
-The baseline follows ``src/inference/blending.py`` of github.com/Guereak/SatGen-CV: the whole
-mask in memory, one window at a time (batch 1, NCHW, ``torch.no_grad``), each output window
-rounded to uint8 and appended to a Python list, then a whole-image float64 accumulate /
-weight-sum / divide. Two deliberate deviations, both printed: it uses OUR blend weights
-(the original's cosine fade starts at exactly 0, which blackens the raster border: we
-compare algorithms, not that bug) and it ROUNDS to uint8 where the original truncates.
+   * **original** — the original project's ``SeamlessGenerator`` (``src/inference/blending.py`` of
+     SatGen-CV, run as-is from ``../shared/peers/satgen-cv``) with its own ``Generator`` loading our
+     state dict (strict): ``patch_size=256, overlap=128, device="cpu"``, its defaults otherwise
+     (test-time dropout, input noise and empty-window noise on, batch 1), default malloc. Its
+     ``generate`` takes the mask as (H, W, C) uint8 in our model spec's channel order (roads,
+     buildings); it reads with rasterio and writes a GeoTIFF instead of its tifffile/PNG, so the IO
+     is comparable;
+   * **toolbelt** — pytorch-toolbelt's ``ImageSlicer``/``TileMerger`` (``weight="pyramid"``, its
+     seam-hiding weights) at batch 8, the same network in eval mode (no dropout, no noise), our
+     normalisation (x/127.5 − 1), NCHW, ``torch.inference_mode``; once with glibc's default malloc,
+     once with the allocator setting ours runs with (``MALLOC_MMAP_THRESHOLD_``/
+     ``MALLOC_TRIM_THRESHOLD_``, the values :func:`satgen_geo.runtime.tune_allocator` sets);
+   * **ours default** — ``render(..., RenderConfig())``: backend auto, precision auto, stochastic,
+     batch auto (8 on a CPU); the child applies :func:`~satgen_geo.runtime.tune_allocator` as the
+     ``satgen`` CLI and server do at start-up. It also builds overviews, which the peers do not;
+   * **ours fp32** — the same with ``backend="torch", precision="fp32"`` (the reference pixels);
 
-Measurement notes. Children are started through ``sh`` so that their ``ru_maxrss`` is their
-own (a fork+exec child inherits the parent's peak). Before each timed part the script waits
-(``--max-wait``) for other processes to leave the CPUs idle, and flags timings during which
-they did not (NOISY). Allocator: with glibc's default dynamic mmap threshold, PyTorch's
-large activation buffers go back to the kernel after every forward and fault in again
-(~100k minor faults per batch-8 forward), which costs 25-35 % of the network's speed on
-CPU; ours runs with :func:`satgen_geo.runtime.tune_allocator` applied, as the ``satgen`` CLI and
-server apply it at start-up, and the "no mmap/trim" rows give the baseline the same setting.
+5. pixels: PSNR (uint8, peak 255) of ours default against ours fp32 (same seed), and, for
+   information, of the peers against ours fp32: the original's randomness differs from ours
+   (global RNG), so it is also run deterministic (no dropout, no noise) against ours fp32
+   deterministic for a pixel check; toolbelt is deterministic (eval) and is compared the same way.
+   The original truncates to uint8 where we round and its cosine fade starts at exactly 0, so its
+   raster's first row and column are black: that comparison is repeated without them;
+6. engine overhead: ours default end-to-end windows/s against the bare network of the fastest
+   accurate (≥ 45 dB) backend at the same batch, with a breakdown: padding of the last batch (225
+   windows → 232 computed at batch 8), and from a second, instrumented render in the same child
+   (the network's runner timed per call) the network forward, the seeded noise and dropout masks,
+   and the rest (reading, blending, writing and overview waits); plus each stage's time run alone;
+7. memory: ours default with a tiny network (features 8: it measures the engine's buffers, not the
+   model) at 2048² (the real mask), 8192² and 16384² (synthetic street-grid masks written block by block);
+   the original's 16384² peak is extrapolated from its whole-raster arrays.
 
-Run: ``python benchmarks/bench_render.py [--skip-large]`` (about 5 minutes on 2 idle CPU
-cores; targets: ours ≥ 1.8× the baseline's windows/s, ours ≤ 1.5 GB peak RSS at both sizes).
+Targets (printed as met/MISSED): ours default ≥ 2.5× the original as-is; ≥ 1.5× toolbelt with the
+allocator setting; ours default's output ≥ 45 dB PSNR against ours torch fp32's; end-to-end ≥ 90 %
+of the fastest accurate bare network's windows/s; peak RSS ≤ 1.5 GB at 2048² and 16384² and flat in
+raster size (16384² within 15 % of 8192², same model: from 8192 px on, the engine renders in strips
+of that width, so its buffers stop growing there).
+
+Measurement notes. Children are started through ``sh`` so that their ``ru_maxrss`` is their own (a
+fork+exec child inherits the parent's peak). Before each timed child the script waits
+(``--max-wait``) for other processes to leave the CPUs idle, and flags timings during which they did
+not (NOISY).
+
+Run: ``python benchmarks/bench_render.py`` (about 6 minutes on 2 idle CPU cores; ``--skip-large``
+skips the 8192² and 16384² renders, ``--quick`` is a smoke run: 512² to 2048² masks, features 8,
+targets not meaningful).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import math
@@ -57,25 +89,37 @@ import torch
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from satgen_geo.engine import RenderConfig, render
-from satgen_geo.geotiff import profile
+import satgen_geo.engine
+from satgen_geo.backends import Pending, auto_batch_size, backend_version, open_runner
+from satgen_geo.blend import BlendBuffer, to_uint8
+from satgen_geo.engine import RGB_NAMES, RenderConfig, read_band, render
+from satgen_geo.geotiff import BLOCK_PX, build_overviews, open_for_writing, profile
 from satgen_geo.grid import Grid
 from satgen_geo.mask import MaskSource, build_mask
 from satgen_geo.model.checkpoint import count_parameters, save_generator
 from satgen_geo.model.generator import UNetGenerator
-from satgen_geo.model.loaded import load_model
+from satgen_geo.model.loaded import LoadedModel, load_model
 from satgen_geo.model.spec import ModelSpec
+from satgen_geo.network import WindowNetwork, inference_view
+from satgen_geo.precision import MIN_PSNR_DB, cpu_info, psnr
+from satgen_geo.rasterize import BAND_NAMES
 from satgen_geo.runtime import tune_allocator
-from satgen_geo.tiling import plan_windows, window_weights
+from satgen_geo.tiling import plan_windows
 
 ROOT = Path(__file__).resolve().parents[1]
 OSM = ROOT / "sample_aoi" / "kotka-suburb.osm.pbf"
-TILE, OVERLAP = 256, 128
-SMALL, LARGE = 2048, 16384
+PEER = ROOT.parent / "shared" / "peers" / "satgen-cv"
+TILE, OVERLAP, BATCH = 256, 128, 8
 MODEL_SEED = 1234
-SPEED_TARGET, RSS_TARGET_GB = 1.8, 1.5
-MALLOC_KEEP = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 34)}
+#: (small, middle, large) mask sizes in px and the main model's features, full run and --quick. The middle size
+#: is the engine's strip width (RenderConfig.strip_px), where its buffers reach their full size: flatness is
+#: the large render's peak against the middle one's.
+SIZES = {"full": (2048, 8192, 16384, 64), "quick": (512, 1024, 2048, 8)}
+TARGET_ORIGINAL, TARGET_TOOLBELT, TARGET_OVERHEAD, TARGET_RSS_GB, TARGET_FLAT = 2.5, 1.5, 0.9, 1.5, 1.15
+#: glibc's environment form of what tune_allocator sets with mallopt (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD)
+MALLOC_KEEP = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str((1 << 31) - 1)}
 NOISY_CORES = 0.15  # other processes' CPU use above which a timing is flagged
+BARE_CALLS = 4  # timed bare-network calls after the warm-up call
 MB = 1024 * 1024
 
 
@@ -87,106 +131,8 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the peak-RSS high-water mark (Linux ``clear_refs`` 5); ``False`` where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _hwm_bytes() -> int:
-    """Peak RSS of this process image (``VmHWM``: per address space, so not inherited across fork/exec)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def _fmt_bytes(n: float) -> str:
     return f"{n / MB / 1024:.2f} GB" if n >= 1024 * MB else f"{n / MB:.0f} MB"
-
-
-# --------------------------------------------------------------------------- the naive baseline
-
-
-def original_positions(height: int, width: int, patch: int, overlap: int) -> list[tuple[int, int]]:
-    """``compute_patch_grid`` of the original: (x, y) top-left corners, edge windows pulled inside."""
-    stride = patch - overlap
-    positions: list[tuple[int, int]] = []
-    y = 0
-    while y < height:
-        x = 0
-        while x < width:
-            positions.append((x, y))
-            if x + patch >= width:
-                break
-            x += stride
-        if positions[-1][0] + patch < width:
-            positions.append((width - patch, y))
-        if y + patch >= height:
-            break
-        y += stride
-    last_y = positions[-1][1]
-    if last_y + patch < height:
-        x = 0
-        while x < width:
-            positions.append((x, height - patch))
-            if x + patch >= width:
-                break
-            x += stride
-        if positions[-1][0] + patch < width:
-            positions.append((width - patch, height - patch))
-    return positions
-
-
-def baseline_render(mask_path: Path, out_path: Path, model: UNetGenerator) -> int:
-    """The original algorithm, deterministic; returns the number of windows."""
-    with rasterio.open(mask_path) as src:  # the original: tifffile.imread of the whole mask (H, W, C)
-        mask = np.ascontiguousarray(src.read().transpose(1, 2, 0))
-        crs, transform = src.crs, src.transform
-    height, width = mask.shape[:2]
-    plan = plan_windows(height, width, TILE, OVERLAP)
-    stride = TILE - OVERLAP
-    positions = original_positions(height, width, TILE, OVERLAP)
-    if len(positions) != len(plan) or any(x % stride or y % stride for x, y in positions):
-        raise SystemExit(f"baseline lattice differs from ours at {height}×{width}: pick a size with (size-256) % 128 == 0")
-    model.set_mc_dropout(False)  # eval(): no dropout; and no input noise below
-    patches: list[tuple[np.ndarray, int, int]] = []
-    for x, y in positions:
-        patch = mask[y : y + TILE, x : x + TILE]
-        tensor = (torch.from_numpy(patch).permute(2, 0, 1).float() / 127.5 - 1.0).unsqueeze(0)
-        with torch.no_grad():
-            output = model(tensor)
-        output = output.squeeze(0).permute(1, 2, 0).cpu().numpy()
-        patches.append((np.clip(np.rint((output + 1.0) * 127.5), 0, 255).astype(np.uint8), x, y))
-    # blend_patches: whole-image float64 accumulators
-    output = np.zeros((height, width, 3), dtype=np.float64)
-    weight_sum = np.zeros((height, width), dtype=np.float64)
-    for image, x, y in patches:
-        weights = window_weights(plan.window(y // stride, x // stride), plan)  # ours, see the module docstring
-        img = image.astype(np.float64)
-        ye, xe = min(y + TILE, height), min(x + TILE, width)
-        output[y:ye, x:xe] += img[: ye - y, : xe - x] * weights[: ye - y, : xe - x, np.newaxis]
-        weight_sum[y:ye, x:xe] += weights[: ye - y, : xe - x]
-    weight_sum = np.maximum(weight_sum, 1e-8)
-    output = output / weight_sum[:, :, np.newaxis]
-    result = np.clip(np.rint(output), 0, 255).astype(np.uint8)
-    # write (the original saved a PNG with PIL; a GeoTIFF with our profile keeps the IO comparable)
-    with rasterio.open(out_path, "w", **profile(Grid(crs, transform, width, height), 3, photometric="RGB")) as dst:
-        dst.write(result.transpose(2, 0, 1))
-    return len(positions)
 
 
 # --------------------------------------------------------------------------- CPU contention
@@ -219,13 +165,13 @@ class Contention:
         self.cores = max(others, 0.0) / max(wall, 1e-9)
 
     def note(self) -> str:
-        return f"  [other processes: {self.cores:.2f} cores busy{' — NOISY' if self.cores > NOISY_CORES else ''}]"
+        return f"[others {self.cores:.2f} cores{' NOISY' if self.cores > NOISY_CORES else ''}]"
 
 
 def wait_quiet(max_wait: float, label: str) -> None:
     """Before a timed part: wait (up to ``max_wait`` s) until other processes use < NOISY_CORES cores."""
     start = time.perf_counter()
-    while True:
+    while max_wait > 0:
         with Contention() as c:
             time.sleep(1.0)
         if c.cores < NOISY_CORES:
@@ -238,75 +184,262 @@ def wait_quiet(max_wait: float, label: str) -> None:
             return
 
 
-# --------------------------------------------------------------------------- child process
+# --------------------------------------------------------------------------- children
 
 
-def child(args: argparse.Namespace) -> None:
-    """One measured render (or bare-network timing) in this fresh process; prints ``RESULT {json}``."""
-    if args.kind == "bare":
-        rates = bare_rates(Path(args.model), [int(b) for b in args.batches.split(",")])
-        print("RESULT " + json.dumps({"rates": rates}), flush=True)
-        return
-    if args.kind == "ours":
-        tune_allocator()  # as the satgen CLI and server do at start-up (the library itself never does)
-    loaded = load_model(args.model, "cpu")
-    generator = loaded.generator.set_mc_dropout(False)
-    with torch.inference_mode():  # warm-up: one forward, in the layout and batch the render will use
-        if args.kind == "baseline":
-            generator(torch.zeros(1, 2, TILE, TILE))
-        else:
-            generator.to(memory_format=torch.channels_last)
-            generator(torch.zeros(args.batch, 2, TILE, TILE).contiguous(memory_format=torch.channels_last))
-    peak_setup = _peak_rss_bytes()
-    rss_before = _rss_bytes()
-    reset = _reset_peak_rss()
-    start = time.perf_counter()
-    if args.kind == "baseline":
-        windows = baseline_render(Path(args.mask), Path(args.out), generator)
+def _mask_hwc(path: Path, spec: ModelSpec) -> tuple[np.ndarray, Grid]:
+    """The whole mask as (H, W, C) uint8 in ``spec``'s channel order, and its grid (the peers' input)."""
+    with rasterio.open(path) as src:
+        data = src.read([BAND_NAMES.index(name) + 1 for name in spec.channel_order])
+        grid = Grid(src.crs, src.transform, src.width, src.height)
+    return np.ascontiguousarray(data.transpose(1, 2, 0)), grid
+
+
+def _write_rgb(path: Path, rgb_hwc: np.ndarray, grid: Grid) -> None:
+    """A peer's result as a GeoTIFF with our profile (tiled, deflate; no overviews)."""
+    with rasterio.open(path, "w", **profile(grid, 3, photometric="RGB")) as dst:
+        dst.write(rgb_hwc.transpose(2, 0, 1))
+
+
+def _load_file(name: str, path: Path) -> object:
+    """Import one module file by path (pytorch-toolbelt's package __init__ imports torchvision, not installed)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def toolbelt_tiles() -> Path:
+    found = importlib.util.find_spec("pytorch_toolbelt")
+    if found is None or not found.submodule_search_locations:
+        raise SystemExit("pytorch-toolbelt is not installed: pip install --no-deps pytorch-toolbelt")
+    return Path(found.submodule_search_locations[0]) / "inference" / "tiles.py"
+
+
+def setup_original(job: dict) -> tuple[object, dict]:
+    """The original's Generator with our weights, wrapped in its SeamlessGenerator; warmed up at batch 1."""
+    sys.path.insert(0, job["peer"])
+    from safetensors.torch import load_file
+    from src.inference import SeamlessGenerator
+    from src.models import Generator
+
+    torch.manual_seed(0)  # its noise and dropout draw from the global RNGs
+    np.random.seed(0)
+    model = Generator(in_channels=2, out_channels=3, features=job["features"])
+    model.load_state_dict(load_file(job["model"]), strict=True)
+    if job["deterministic"]:
+        seamless = SeamlessGenerator(model, patch_size=TILE, overlap=OVERLAP, device="cpu", noise_strategy=None,
+                                     enable_dropout=False, input_noise_std=0.0)
     else:
-        config = RenderConfig(deterministic=True, batch_size=args.batch, strip_px=args.strip or RenderConfig.strip_px)
-        result = render(args.mask, args.out, loaded, config)
-        windows = result.windows
-    seconds = time.perf_counter() - start
-    peak_render = _peak_rss_bytes()
-    out = {
-        "hwm": _hwm_bytes(),
-        "kind": args.kind,
-        "batch": args.batch,
-        "windows": windows,
-        "seconds": seconds,
-        "rss_before": rss_before,
-        "peak_render": peak_render if reset else None,
-        "peak": max(peak_setup, peak_render),
-        "peak_setup": peak_setup,
-        "threads": torch.get_num_threads(),
-    }
-    print("RESULT " + json.dumps(out), flush=True)
+        seamless = SeamlessGenerator(model, patch_size=TILE, overlap=OVERLAP, device="cpu")
+    with torch.no_grad():
+        model(torch.zeros(1, 2, TILE, TILE))
+    return seamless, {"batch": 1}
+
+
+def run_original(seamless: object, job: dict) -> int:
+    mask, grid = _mask_hwc(Path(job["mask"]), ModelSpec(features=job["features"]))
+    rgb = seamless.generate(mask)  # type: ignore[attr-defined]
+    _write_rgb(Path(job["out"]), rgb, grid)
+    return len(plan_windows(grid.height, grid.width, TILE, OVERLAP))
+
+
+def setup_toolbelt(job: dict) -> tuple[tuple[object, LoadedModel], dict]:
+    tiles = _load_file("toolbelt_tiles", Path(job["toolbelt"]))
+    loaded = load_model(job["model"], "cpu")
+    loaded.generator.set_mc_dropout(False)  # eval()
+    with torch.inference_mode():
+        loaded.generator(torch.zeros(BATCH, 2, TILE, TILE))
+    return (tiles, loaded), {"batch": BATCH}
+
+
+def run_toolbelt(state: tuple[object, LoadedModel], job: dict) -> int:
+    """pytorch-toolbelt's documented tiled inference: split, batches of 8, TileMerger, crop."""
+    tiles, loaded = state
+    mask, grid = _mask_hwc(Path(job["mask"]), loaded.spec)
+    slicer = tiles.ImageSlicer(mask.shape, tile_size=TILE, tile_step=TILE - OVERLAP, weight="pyramid")  # type: ignore[attr-defined]
+    merger = tiles.TileMerger(slicer.target_shape, 3, slicer.weight)  # type: ignore[attr-defined]
+    parts = [torch.from_numpy(t).permute(2, 0, 1) for t in slicer.split(mask)]
+    with torch.inference_mode():
+        for i in range(0, len(parts), BATCH):
+            x = torch.stack(parts[i : i + BATCH]).float() / 127.5 - 1.0
+            merger.integrate_batch(loaded.generator(x), slicer.crops[i : i + BATCH])
+        merged = np.moveaxis(merger.merge().numpy(), 0, -1)
+    _write_rgb(Path(job["out"]), to_uint8(slicer.crop_to_orignal_size(merged)), grid)
+    return len(parts)
+
+
+def _ours_config(job: dict) -> RenderConfig:
+    """The job's settings; ``batch_size`` and ``strip_px`` are optional (bench_wide sets them)."""
+    return RenderConfig(backend=job["backend"], precision=job["precision"], deterministic=job["deterministic"],
+                        batch_size=job.get("batch_size"), strip_px=job.get("strip_px", RenderConfig.strip_px))
+
+
+def _ours_batch(loaded: LoadedModel, config: RenderConfig, mask: Path) -> int:
+    """The effective batch size render() will use (the engine's rule)."""
+    with rasterio.open(mask) as src:
+        windows = len(plan_windows(src.height, src.width, loaded.spec.tile_px, loaded.spec.overlap_px))
+    return min(config.batch_size or auto_batch_size(loaded.device, loaded.spec, config.max_batch_size), windows)
+
+
+def setup_ours(job: dict) -> tuple[LoadedModel, dict]:
+    """Load the model and warm our network up at the render's batch shape (backend opened, one call)."""
+    tune_allocator()  # as the satgen CLI and server do at start-up (the library itself never does)
+    loaded = load_model(job["model"], "cpu")
+    config = _ours_config(job)
+    batch = _ours_batch(loaded, config, Path(job["mask"]))
+    network = WindowNetwork(loaded, config, batch)
+    network(np.zeros((batch, 2, TILE, TILE), np.uint8), list(range(batch)))
+    return loaded, {"batch": batch, "reason": network.choice.reason}
+
+
+def run_ours(loaded: LoadedModel, job: dict) -> dict:
+    result = render(job["mask"], job["out"], loaded, _ours_config(job))
+    return {"windows": result.windows, "backend": result.backend, "precision": result.precision, "batch": result.batch_size}
+
+
+class _TimedNetwork(WindowNetwork):
+    """WindowNetwork that times its setup, its calls and its runner's calls (the breakdown's instrumented render)."""
+
+    totals = {"setup": 0.0, "calls": 0.0, "forward": 0.0, "computed": 0}
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        start = time.perf_counter()
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.totals["setup"] += time.perf_counter() - start
+        runner = self.runner
+
+        def timed(x: torch.Tensor, masks: object) -> np.ndarray:
+            tick = time.perf_counter()
+            out = runner(x, masks)  # type: ignore[arg-type]
+            self.totals["forward"] += time.perf_counter() - tick
+            self.totals["computed"] += x.shape[0]
+            return out
+
+        self.runner = timed  # type: ignore[assignment]
+
+    def start(self, masks: np.ndarray, seeds: list[int]) -> Pending:
+        tick = time.perf_counter()
+        out = super().start(masks, seeds)  # on a CPU the call runs here, whole
+        self.totals["calls"] += time.perf_counter() - tick
+        return out
+
+
+def breakdown(loaded: LoadedModel, job: dict) -> dict:
+    """An instrumented second render, then each stage alone: read, blend, write, overviews (seconds)."""
+    satgen_geo.engine.WindowNetwork = _TimedNetwork  # this child is disposable
+    out = Path(job["out"]).with_suffix(".instrumented.tif")
+    start = time.perf_counter()
+    render(job["mask"], out, loaded, _ours_config(job))
+    parts: dict[str, float] = {"total": time.perf_counter() - start, **_TimedNetwork.totals}
+    with rasterio.open(job["mask"]) as src:
+        plan = plan_windows(src.height, src.width, TILE, OVERLAP)
+        grid = Grid(src.crs, src.transform, src.width, src.height)
+        tick = time.perf_counter()
+        for row in range(plan.rows):
+            read_band(src, plan, row, range(plan.cols))
+        parts["read"] = time.perf_counter() - tick
+    rgb = np.random.default_rng(0).uniform(-1, 1, (3, TILE, TILE)).astype(np.float32)
+    tick = time.perf_counter()
+    blend = BlendBuffer(plan, 0, 0, plan.height, plan.width, job["batch"], BLOCK_PX)
+    windows, rows = list(plan), []
+    for i in range(0, len(windows), job["batch"]):
+        for window in windows[i : i + job["batch"]]:
+            blend.add(window, rgb)
+        rows += blend.pop(windows[min(i + job["batch"], len(windows)) - 1])
+    parts["blend"] = time.perf_counter() - tick
+    with open_for_writing(out, profile(grid, 3, photometric="RGB"), RGB_NAMES, {}, overviews=False) as dst:
+        tick = time.perf_counter()
+        for row, block in rows:
+            dst.write(block, window=Window(0, row, plan.width, block.shape[1]))
+        parts["write"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        build_overviews(dst)
+        parts["overviews"] = time.perf_counter() - tick
+    out.unlink(missing_ok=True)
+    return parts
+
+
+def calibrate(job: dict) -> dict:
+    """The one-time cost of backend/precision auto: what the first render on this machine and model pays."""
+    tune_allocator()
+    loaded = load_model(job["model"], "cpu")
+    config = RenderConfig()
+    batch = _ours_batch(loaded, config, Path(job["mask"]))
+    start = time.perf_counter()
+    network = WindowNetwork(loaded, config, batch)
+    return {"seconds": time.perf_counter() - start, "backend": network.choice.backend,
+            "precision": network.choice.precision, "reason": network.choice.reason, "batch": batch}
+
+
+def bare(job: dict) -> dict:
+    """The bare network on one backend/precision: windows/s on the given real windows; its output saved for PSNR."""
+    tune_allocator()
+    loaded = load_model(job["model"], "cpu")
+    view = inference_view(loaded.generator, stochastic=True)
+    windows = np.load(job["windows"])
+    start = time.perf_counter()
+    runner = open_runner(view, loaded.sha256, loaded.device, job["backend"], job["precision"], windows.shape)
+    opened = time.perf_counter() - start
+    x = torch.from_numpy(windows).float() / 127.5 - 1.0
+    masks = view.dropout_masks(range(len(windows)), TILE, TILE)
+    out = runner(x, masks)
+    tick = time.perf_counter()
+    for _ in range(BARE_CALLS):
+        runner(x, masks)
+    seconds = time.perf_counter() - tick
+    np.save(job["out"], out)
+    return {"rate": BARE_CALLS * len(windows) / seconds, "opened": opened}
+
+
+RENDERERS = {"original": (setup_original, run_original), "toolbelt": (setup_toolbelt, run_toolbelt),
+             "ours": (setup_ours, run_ours)}
+
+
+def child(job: dict) -> dict:
+    """One measurement in this fresh process."""
+    logging.getLogger("satgen_geo").setLevel(logging.ERROR)
+    if job["kind"] == "calibrate":
+        return calibrate(job)
+    if job["kind"] == "bare":
+        return bare(job)
+    setup, run = RENDERERS[job["kind"]]
+    start = time.perf_counter()
+    state, info = setup(job)
+    info["setup"] = time.perf_counter() - start
+    info["peak_setup"] = _peak_rss_bytes()
+    start = time.perf_counter()
+    windows = run(state, job)
+    info["seconds"] = time.perf_counter() - start
+    info.update(windows if isinstance(windows, dict) else {"windows": windows})
+    info["peak"] = _peak_rss_bytes()
+    info["threads"] = torch.get_num_threads()
+    if job.get("breakdown"):
+        info["parts"] = breakdown(state, {**job, "batch": info["batch"]})
+    return info
 
 
 class ChildFailed(RuntimeError):
     """A measured child process exited without a result."""
 
 
-def run_child(kind: str, mask: Path | None, out: Path | None, model: Path, batch: int = 1, max_wait: float = 0.0,
-              env: dict[str, str] | None = None, batches: str = "", strip: int = 0) -> dict:
-    """Run one measurement in a fresh Python, started through ``sh`` (see below); returns its RESULT.
-
-    ``strip``: ours' ``RenderConfig.strip_px`` (0: the default).
-    """
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--mask", str(mask), "--out", str(out),
-           "--model", str(model), "--batch", str(batch), "--batches", batches or str(batch), "--strip", str(strip)]
+def run_child(job: dict, max_wait: float, env: dict[str, str]) -> dict:
+    """Run ``job`` in a fresh Python started through ``sh`` (see below); returns its result plus contention."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(job)]
     # A process started by fork+exec inherits, in ru_maxrss, the peak RSS of the image it replaced, i.e. of
     # this (big) parent. The shell forks python from its own small image instead, so the child's
     # ru_maxrss is its own ("; exit $?" keeps the shell from exec-ing python in its place).
     cmd = ["/bin/sh", "-c", '"$@"; exit $?', "sh", *cmd]
-    wait_quiet(max_wait, f"{kind} batch {batch}")
+    label = job.get("label", job["kind"])
+    wait_quiet(max_wait, label)
     with Contention() as contention:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["(no output)"]
-        raise ChildFailed(f"{kind} batch {batch} failed (exit {proc.returncode}): {tail[0]}")
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:] or ["(no output)"]
+        raise ChildFailed(f"{label} failed (exit {proc.returncode}): " + " | ".join(tail))
     result = json.loads(lines[-1][len("RESULT "):])
     result["contention"] = contention.cores
     result["note"] = contention.note()
@@ -323,51 +456,63 @@ def save_model(features: int, path: Path) -> tuple[Path, int]:
     return path, count_parameters(model)
 
 
-def real_mask(folder: Path) -> Path:
-    """The bundled extract's mask, top-left SMALL × SMALL px, same CRS and transform."""
+def real_mask(folder: Path, size: int) -> Path:
+    """The bundled extract's mask, top-left ``size`` × ``size`` px, same CRS and transform."""
     full = folder / "kotka-full.tif"
     build_mask(full, MaskSource(osm=OSM))
-    crop = folder / f"mask-{SMALL}.tif"
+    crop = folder / f"mask-{size}.tif"
     with rasterio.open(full) as src:
-        if src.width < SMALL or src.height < SMALL:
-            raise SystemExit(f"{OSM.name} gives only {src.width}×{src.height} px, need {SMALL}²")
-        window = Window(0, 0, SMALL, SMALL)
+        if src.width < size or src.height < size:
+            raise SystemExit(f"{OSM.name} gives only {src.width}×{src.height} px, need {size}²")
+        window = Window(0, 0, size, size)
         data = src.read(window=window)
-        prof = profile(Grid(src.crs, src.window_transform(window), SMALL, SMALL), 2)
+        prof = profile(Grid(src.crs, src.window_transform(window), size, size), 2)
         tags, full_size = src.tags(), (src.width, src.height)
     with rasterio.open(crop, "w", **prof) as dst:
         dst.write(data)
         dst.update_tags(**tags)
-    print(f"  real mask: {OSM.name} → {full_size[0]}×{full_size[1]} px, cropped to the top-left {SMALL}² "
+    print(f"  real mask: {OSM.name} → {full_size[0]}×{full_size[1]} px, cropped to the top-left {size}² "
           f"(roads {(data[0] > 0).mean():.1%}, buildings {(data[1] > 0).mean():.1%} of pixels)")
     return crop
 
 
 def synthetic_mask(path: Path, size: int, width: int | None = None, rows_per_write: int = 512) -> Path:
-    """A size × size (or size × width) street grid + houses mask, written block by block (never whole in memory)."""
-    width = width or size
+    """A ``size`` (tall) × ``width`` (default ``size``) street grid + houses mask, written block by block."""
     cell = 80  # m = px: a street every 80 px (6 px wide), a primary every 800 px (12 px wide)
     house_rows = [(12, 24), (28, 40), (44, 56), (60, 72)]  # 12 px tall houses
     house_cols = [(15, 25), (35, 45), (55, 65)]  # 10 px wide
-    axis = np.arange(max(size, width))
-    pos = axis % cell
-    road_1d = (pos < 6) | ((axis % (10 * cell)) < 12)
-    hr = np.zeros(len(axis), bool)
-    hc = np.zeros(len(axis), bool)
-    for a, b in house_rows:
-        hr |= (pos >= a) & (pos < b)
-    for a, b in house_cols:
-        hc |= (pos >= a) & (pos < b)
-    block_col = (axis[:width] // cell).astype(np.int32)
+    width = width or size
+
+    def lines(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        axis = np.arange(n)
+        pos = axis % cell
+        road = (pos < 6) | ((axis % (10 * cell)) < 12)
+        house = [np.zeros(n, bool), np.zeros(n, bool)]
+        for k, spans in enumerate((house_rows, house_cols)):
+            for a, b in spans:
+                house[k] |= (pos >= a) & (pos < b)
+        return road, house[0], house[1], (axis // cell).astype(np.int32)
+
+    road_r, hr, _, block_r = lines(size)
+    road_c, _, hc, block_c = lines(width)
     prof = profile(Grid(rasterio.CRS.from_epsg(32635), from_origin(500_000.0, 6_800_000.0, 1.0, 1.0), width, size), 2)
     with rasterio.open(path, "w", **prof) as dst:
         for r0 in range(0, size, rows_per_write):
             r = slice(r0, min(r0 + rows_per_write, size))
-            block_row = (axis[r] // cell).astype(np.int32)
-            park = ((block_row[:, None] * 31 + block_col[None, :] * 17) % 7) == 0  # every 7th block: no houses
-            roads = road_1d[r][:, None] | road_1d[None, :width]
-            houses = hr[r][:, None] & hc[None, :width] & ~park & ~roads
+            park = ((block_r[r][:, None] * 31 + block_c[None, :] * 17) % 7) == 0  # every 7th block: no houses
+            roads = road_r[r][:, None] | road_c[None, :]
+            houses = hr[r][:, None] & hc[None, :] & ~park & ~roads
             dst.write(np.stack([roads, houses]).astype(np.uint8) * 255, window=Window(0, r0, width, r.stop - r0))
+    return path
+
+
+def real_windows(mask: Path, spec: ModelSpec, path: Path) -> Path:
+    """BATCH windows of the mask spread over its lattice, (N, C, tile, tile) uint8 in the spec's channel order."""
+    data, _ = _mask_hwc(mask, spec)
+    plan = plan_windows(data.shape[0], data.shape[1], TILE, OVERLAP)
+    picks = [plan[int(i)] for i in np.linspace(0, len(plan) - 1, BATCH)]
+    np.save(path, np.stack([data[w.row_off : w.row_off + TILE, w.col_off : w.col_off + TILE].transpose(2, 0, 1)
+                            for w in picks]))
     return path
 
 
@@ -392,22 +537,17 @@ def _flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def machine_peaks() -> dict[str, float]:
-    """Float32 GFLOP/s of a 2048³ matmul and of a 3×3 256→256 conv at 64×64, batch 8 (NCHW and channels_last)."""
+def machine_peak() -> tuple[str, float]:
+    """Best float32 GFLOP/s of a 2048³ matmul and a 3×3 256→256 conv at 64×64, batch 8, channels_last."""
     torch.manual_seed(0)
-    peaks: dict[str, float] = {}
     with torch.inference_mode():
         a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-        peaks["matmul 2048³"] = 2 * 2048**3 / _best_time(lambda: a @ b, 5) / 1e9
+        matmul = 2 * 2048**3 / _best_time(lambda: a @ b, 5) / 1e9
         x, w = torch.randn(8, 256, 64, 64), torch.randn(256, 256, 3, 3)
         flops = _flops(lambda: torch.nn.functional.conv2d(x, w, padding=1))
-        for name, (xx, ww) in {
-            "conv3×3 256→256 64² b8 NCHW": (x, w),
-            "conv3×3 256→256 64² b8 channels_last": (
-                x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)),
-        }.items():
-            peaks[name] = flops / _best_time(lambda: torch.nn.functional.conv2d(xx, ww, padding=1), 4) / 1e9
-    return peaks
+        x, w = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
+        conv = flops / _best_time(lambda: torch.nn.functional.conv2d(x, w, padding=1), 4) / 1e9
+    return max((f"matmul 2048³ {matmul:.0f}", matmul), (f"conv3×3 256² b8 {conv:.0f}", conv), key=lambda kv: kv[1])
 
 
 def window_gflop(features: int) -> float:
@@ -417,260 +557,277 @@ def window_gflop(features: int) -> float:
         return _flops(lambda: model(torch.zeros(1, 2, TILE, TILE))) / 1e9
 
 
-def bare_rates(model_path: Path, batches: list[int]) -> dict[str, float]:
-    """The bare network's windows/s (no IO, no blending): batch 1 NCHW, then each batch channels_last."""
-    model = load_model(model_path, "cpu").generator.set_mc_dropout(False)
-    rates = {}
-    with torch.inference_mode():
-        x1 = torch.zeros(1, 2, TILE, TILE).uniform_(-1, 1)
-        rates["b1 NCHW"] = 1 / _best_time(lambda: model(x1), 3)
-        model.to(memory_format=torch.channels_last)
-        for b in batches:
-            xb = torch.zeros(b, 2, TILE, TILE).uniform_(-1, 1).contiguous(memory_format=torch.channels_last)
-            rates[f"b{b} CL"] = b / _best_time(lambda: model(xb), 2)
-    return rates
-
-
 # --------------------------------------------------------------------------- main
 
 
-def compare(a: Path, b: Path) -> tuple[int, float, float]:
+def compare(a: Path, b: Path, skip: int = 0) -> tuple[float, int]:
+    """PSNR (dB, uint8 peak 255) of raster ``a`` against ``b`` and the largest |Δ|, the first ``skip`` rows/columns left out."""
     with rasterio.open(a) as fa, rasterio.open(b) as fb:
         if (fa.crs, fa.transform, fa.shape) != (fb.crs, fb.transform, fb.shape):
             raise SystemExit(f"{a.name} and {b.name} differ in CRS, transform or size")
-        diff = np.abs(fa.read().astype(np.int16) - fb.read().astype(np.int16))
-    return int(diff.max()), float(diff.mean()), float((diff > 0).mean())
+        x, y = fa.read()[:, skip:, skip:], fb.read()[:, skip:, skip:]
+    return psnr(x, y, peak=255.0), int(np.abs(x.astype(np.int16) - y.astype(np.int16)).max())
 
 
 def best_of(best: dict, new: dict) -> dict:
-    """Keep the faster of two repetitions (and the larger peak RSS); ``last`` is the newest one."""
+    """Keep the faster of two repetitions (and the larger peak RSS)."""
     keep = dict(new if not best or new["seconds"] < best["seconds"] else best)
     keep["peak"] = max(new["peak"], best.get("peak", 0))
-    keep["last"] = new
     return keep
 
 
-def baseline_bytes(size: int, n_windows: int, params: int) -> dict[str, int]:
-    """The baseline's big data structures at ``size``² (the brief's model of its memory)."""
-    return {
-        "uint8 window list": n_windows * TILE * TILE * 3,
-        "float64 output": size * size * 3 * 8,
-        "float64 weight_sum": size * size * 8,
-        "model (fp32 weights)": params * 4,
-    }
+def rate(r: dict) -> float:
+    return r["windows"] / r["seconds"]
 
 
-def baseline_extras(size: int) -> dict[str, int]:
-    """Transients the baseline also holds at its peak (the divide makes a second float64 image)."""
-    return {
-        "mask in memory (H×W×2)": size * size * 2,
-        "output / weight_sum (2nd float64 image)": size * size * 3 * 8,
-    }
+def _db(value: float) -> str:
+    return "identical" if math.isinf(value) else f"{value:.1f} dB"
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def original_arrays(size: int, windows: int) -> int:
+    """Bytes of the original's whole-raster arrays at ``size``²: window list, float64 sums and quotient, the mask."""
+    return windows * TILE * TILE * 3 + size * size * (3 * 8 * 2 + 8 + 2)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skip-large", action="store_true", help=f"skip the {LARGE}² memory run")
-    parser.add_argument("--batches", default="8,16", help="our batch sizes at 2048² (comma-separated; first is the headline)")
-    parser.add_argument("--large-batch", type=int, default=32, help=f"our batch size at {LARGE}²")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 512² and 2048² masks, features 8")
+    parser.add_argument("--skip-large", action="store_true", help="skip the 8192² and 16384² memory renders")
     parser.add_argument("--max-wait", type=float, default=45.0,
-                        help="seconds to wait, before each timed part, for other processes to leave the CPUs idle")
-    parser.add_argument("--reps", type=int, default=2, help="repetitions of the 2048² renders (interleaved; fastest kept)")
-    parser.add_argument("--no-malloc-variant", action="store_true",
-                        help="skip the 2048² renders with glibc's mmap/trim thresholds raised")
-    parser.add_argument("--child", choices=["baseline", "ours", "bare"], help=argparse.SUPPRESS)
-    parser.add_argument("--mask", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    parser.add_argument("--model", help=argparse.SUPPRESS)
-    parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--strip", type=int, default=0, help=argparse.SUPPRESS)
+                        help="seconds to wait, before each timed child, for other processes to leave the CPUs idle")
+    parser.add_argument("--reps", type=int, default=1, help="repetitions of the timed renders (interleaved; fastest kept)")
+    parser.add_argument("--peer", type=Path, default=PEER, help="checkout of the original SatGen-CV project")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        args.kind = args.child
-        child(args)
+        print("RESULT " + json.dumps(child(json.loads(args.child))), flush=True)
         return
 
     t_total = time.perf_counter()
     logging.getLogger("satgen_geo").setLevel(logging.ERROR)  # mask-repair warnings of the sample extract
-    batches = [int(b) for b in args.batches.split(",") if b]
-    print(f"bench_render: {platform.machine()}, {os.cpu_count()} CPU(s), torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), numpy {np.__version__}, rasterio {rasterio.__version__}")
-    print(f"tile {TILE}, overlap {OVERLAP}, deterministic (no input noise, no dropout); every render in a fresh process;")
-    print(f"timings are flagged NOISY when other processes kept > {NOISY_CORES} cores busy meanwhile\n")
+    small, middle, large, features = SIZES["quick" if args.quick else "full"]
+    if not (args.peer / "src" / "inference" / "blending.py").is_file():
+        raise SystemExit(f"the original project is not at {args.peer}: pass --peer <checkout of SatGen-CV>")
+    tiles_py = toolbelt_tiles()
+    cpu = cpu_info()
+    versions = ", ".join(f"{name} {backend_version(name)}" for name in ("openvino", "onnxruntime"))
+    print(f"bench_render{' --quick (smoke run: targets not meaningful)' if args.quick else ''}")
+    print(f"  CPU: {cpu.describe()}; native bf16: {'yes' if cpu.native_bf16 else 'no'}")
+    print(f"  {platform.machine()}, {os.cpu_count()} CPU(s), torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"{versions}, numpy {np.__version__}, rasterio {rasterio.__version__}")
+    print(f"  threads: torch {torch.get_num_threads()} (ONNX Runtime the same), OpenVINO its own pool; "
+          f"{len(os.sched_getaffinity(0))} cores usable")
+    print(f"  tile {TILE}, overlap {OVERLAP}; every measurement in a fresh process; timings flagged NOISY when other")
+    print(f"  processes kept > {NOISY_CORES} cores busy meanwhile\n")
     with tempfile.TemporaryDirectory(prefix="bench_render_") as tmp:
         folder = Path(tmp)
+        env = {"SATGEN_CACHE_DIR": str(folder / "cache")}  # one cache (calibration, converted graphs) for all children
+
+        def go(job: dict, extra_env: dict[str, str] | None = None) -> dict:
+            return run_child(job, args.max_wait, {**env, **(extra_env or {})})
 
         # ---- inputs (untimed)
         print("inputs")
-        start = time.perf_counter()
-        mask_small = real_mask(folder)
-        model64, params64 = save_model(64, folder / "unet-f64.safetensors")
-        model8, params8 = save_model(8, folder / "unet-f8.safetensors")
-        print(f"  models: features 64 ({params64:,} params), features 8 ({params8:,} params), torch seed {MODEL_SEED}")
-        mask_large = None
+        mask_small = real_mask(folder, small)
+        model_main, params_main = save_model(features, folder / f"unet-f{features}.safetensors")
+        model8, _ = save_model(8, folder / "unet-f8.safetensors")
+        print(f"  models: features {features} ({params_main:,} params) and features 8, random init, torch seed {MODEL_SEED}")
+        windows_npy = real_windows(mask_small, ModelSpec(features=features), folder / "windows.npy")
+        mask_middle = mask_large = None
         if not args.skip_large:
             t = time.perf_counter()
-            mask_large = synthetic_mask(folder / f"mask-{LARGE}.tif", LARGE)
-            print(f"  synthetic mask {LARGE}² (street grid + houses, tiled deflate, EPSG:32635, 1 m): written blockwise "
-                  f"in {time.perf_counter() - t:.1f} s, {mask_large.stat().st_size / MB:.1f} MB on disk")
-        print(f"  inputs ready in {time.perf_counter() - start:.1f} s\n", flush=True)
+            mask_middle = synthetic_mask(folder / f"mask-{middle}.tif", middle)
+            mask_large = synthetic_mask(folder / f"mask-{large}.tif", large)
+            print(f"  synthetic masks {middle}² and {large}² (street grid + houses): written blockwise in "
+                  f"{time.perf_counter() - t:.1f} s")
+        print(f"  original project: {args.peer}; pytorch-toolbelt: {tiles_py}\n", flush=True)
 
-        # ---- 3 (first, in this process, before any render): peaks, FLOPs, bare network
-        print("machine peak (float32, best of reps)")
+        # ---- machine peak and FLOPs (in this process, before any child)
         wait_quiet(args.max_wait, "the peak measurement")
         with Contention() as c_peak:
-            peaks = machine_peaks()
-        for name, value in peaks.items():
-            print(f"  {name:40s} {value:7.1f} GFLOP/s")
-        print(c_peak.note())
-        peak_name, peak = max(peaks.items(), key=lambda kv: kv[1])
-        gflop64, gflop8 = window_gflop(64), window_gflop(8)
-        print(f"generator FLOPs per {TILE}² window (FlopCounterMode): features 64 {gflop64:.2f} GFLOP, features 8 {gflop8:.3f} GFLOP")
-        print("bare network in a fresh process (best of reps; no IO, no blending): default allocator, then with glibc's")
-        print("mmap/trim thresholds raised (MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_: activations stay mapped between calls)")
-        bare = {}
-        for label, env in (("default malloc", {}), ("no mmap/trim", MALLOC_KEEP)):
-            bare[label] = {
-                64: run_child("bare", None, None, model64, max_wait=args.max_wait, env=env, batches=",".join(map(str, batches))),
-                8: run_child("bare", None, None, model8, max_wait=args.max_wait, env=env, batches=str(args.large_batch)),
-            }
-        for features, g in ((64, gflop64), (8, gflop8)):
-            for name in bare["default malloc"][features]["rates"]:
-                cells = []
-                for label in bare:
-                    rate = bare[label][features]["rates"][name]
-                    cells.append(f"{rate:7.2f} windows/s {rate * g:6.1f} GFLOP/s {rate * g / peak:5.1%}")
-                print(f"  features {features:2d}, {name:8s} " + "  |  ".join(cells))
-        worst = max((bare[label][f] for label in bare for f in (64, 8)), key=lambda r: r["contention"])
-        print(worst["note"] + " (the worst of these four runs)\n", flush=True)
-        rates64 = bare["default malloc"][64]["rates"]
+            peak_name, peak = machine_peak()
+        gflop = window_gflop(features)
+        print(f"machine float32 peak {peak:.0f} GFLOP/s ({peak_name.split()[0]}) {c_peak.note()}; generator "
+              f"{gflop:.2f} GFLOP per {TILE}² window (features {features})\n")
 
-        def show(label: str, r: dict, bare_rate: float | None = None) -> None:
-            rate = r["windows"] / r["seconds"]
-            phase = _fmt_bytes(r["peak_render"]) if r["peak_render"] else "n/a"
-            print(f"  {label:20s} {r['seconds']:6.1f} s  {r['windows']:6,} windows  {rate:7.2f} windows/s   peak RSS "
-                  f"{_fmt_bytes(r['peak'])} (load + warm-up {_fmt_bytes(r['peak_setup'])}, render {phase}; "
-                  f"RSS {_fmt_bytes(r['rss_before'])} when the render started)")
-            if bare_rate:
-                computed = -(-r["windows"] // r["batch"]) * r["batch"]  # ours pads the last batch
-                net = computed / bare_rate
-                print(f"    the bare network needs {net:.1f} s for its {computed} windows → {r['seconds'] - net:.1f} s "
-                      f"({(r['seconds'] - net) / r['seconds']:.0%}) outside the network forward")
-            print(r["note"], flush=True)
-
-        # ---- 1 + 2: renders at 2048²
-        print(f"renders at {SMALL}² (features 64), the whole call timed incl. reading and writing (ours also builds overviews)")
-        if args.reps > 1:
-            print(f"  {args.reps} interleaved repetitions; the summary keeps each one's fastest (peak RSS: the largest)")
-        base_out = folder / "baseline.tif"
-        base: dict = {}
-        ours: dict[int, dict] = {}
-        for _ in range(args.reps):
-            base = best_of(base, run_child("baseline", mask_small, base_out, model64, 1, args.max_wait))
-            show("baseline (batch 1)", base["last"], rates64["b1 NCHW"])
-            for b in list(batches):
-                try:
-                    run = run_child("ours", mask_small, folder / f"ours-b{b}.tif", model64, b, args.max_wait)
-                except ChildFailed as err:
-                    if b == batches[0]:
-                        raise
-                    print(f"  ours (batch {b}): FAILED — {err}")
-                    batches.remove(b)
-                    continue
-                ours[b] = best_of(ours.get(b, {}), run)
-                show(f"ours (batch {b})", ours[b]["last"], rates64[f"b{b} CL"])
-        print("  pixel difference vs baseline (uint8 RGB; ≤ 1 expected: the baseline rounds every window to uint8 before blending)")
-        diffs = {}
-        for b in batches:
-            diffs[b] = compare(base_out, folder / f"ours-b{b}.tif")
-            print(f"    ours batch {b:2d}: max |Δ| {diffs[b][0]}, mean |Δ| {diffs[b][1]:.4f}, {diffs[b][2]:.2%} of samples differ")
-        if len(batches) > 1:
-            d = compare(folder / f"ours-b{batches[0]}.tif", folder / f"ours-b{batches[1]}.tif")
-            print(f"    ours batch {batches[0]} vs batch {batches[1]}: max |Δ| {d[0]}, mean |Δ| {d[1]:.5f}")
-        kept: dict[str, dict] = {}
-        if not args.no_malloc_variant:
-            b0 = batches[0]
-            print(f"  the same two renders again with glibc's mmap/trim thresholds raised ({', '.join(f'{k}={v}' for k, v in MALLOC_KEEP.items())})")
-            kept["baseline"] = run_child("baseline", mask_small, folder / "baseline-keep.tif", model64, 1, args.max_wait, env=MALLOC_KEEP)
-            show("baseline (batch 1)", kept["baseline"], bare["no mmap/trim"][64]["rates"]["b1 NCHW"])
-            kept["ours"] = run_child("ours", mask_small, folder / "ours-keep.tif", model64, b0, args.max_wait, env=MALLOC_KEEP)
-            show(f"ours (batch {b0})", kept["ours"], bare["no mmap/trim"][64]["rates"][f"b{b0} CL"])
+        # ---- 2: the one-time calibration
+        print("calibration of backend/precision auto (one-time per machine and model; excluded from the timed renders)")
+        cal = go({"kind": "calibrate", "model": str(model_main), "mask": str(mask_small)})
+        print(f"  {cal['seconds']:.1f} s (graph conversion included) → {cal['backend']} {cal['precision']} at batch "
+              f"{cal['batch']}: {cal['reason']}")
+        cal8 = go({"kind": "calibrate", "model": str(model8), "mask": str(mask_small)}) if features != 8 else cal
+        if features != 8:
+            print(f"  features 8 (memory runs): {cal8['seconds']:.1f} s → {cal8['backend']} {cal8['precision']}")
         print()
 
-        # ---- 2: ours at 16384²
-        large = None
-        if mask_large is not None:
-            print(f"render at {LARGE}² (features 8, batch {args.large_batch}): measures the engine's buffers, not the model")
+        # ---- 3: bare network per backend and precision
+        print(f"bare network, batch {BATCH}, {BATCH} real windows, dropout masks as inputs; {BARE_CALLS} timed calls after "
+              "one warm-up (no IO, no blending, no noise)")
+        pairs = [("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16"), ("onnxruntime", "fp32")]
+        bare_rows: dict[tuple[str, str], dict] = {}
+        for backend, precision in pairs:
+            name = f"{backend} {precision}"
+            if precision == "bf16" and not cpu.native_bf16:
+                print(f"  {name:18s} skipped: no native bf16")
+                continue
+            out = folder / f"bare-{backend}-{precision}.npy"
             try:
-                large = run_child("ours", mask_large, folder / f"ours-{LARGE}.tif", model8, args.large_batch, args.max_wait)
+                row = go({"kind": "bare", "label": f"bare {name}", "model": str(model_main), "windows": str(windows_npy),
+                          "backend": backend, "precision": precision, "out": str(out)})
             except ChildFailed as err:
-                print(f"  FAILED — {err}\n")
-            else:
-                show(f"ours (batch {args.large_batch})", large, bare["default malloc"][8]["rates"][f"b{args.large_batch} CL"])
-                print(f"  output {(folder / f'ours-{LARGE}.tif').stat().st_size / MB:.0f} MB on disk\n")
-                (folder / f"ours-{LARGE}.tif").unlink(missing_ok=True)
+                print(f"  {name:18s} FAILED — {err}")
+                continue
+            row["psnr"] = psnr(np.load(out), np.load(folder / "bare-torch-fp32.npy"))
+            bare_rows[(backend, precision)] = row
+            ratio = row["rate"] / bare_rows[("torch", "fp32")]["rate"]
+            print(f"  {name:18s} {row['rate']:7.2f} windows/s  ×{ratio:4.2f}  {_db(row['psnr']):>9s} vs torch fp32  "
+                  f"{row['rate'] * gflop:6.0f} GFLOP/s ({row['rate'] * gflop / peak:4.0%} of fp32 peak)  "
+                  f"open {row['opened']:.1f} s  {row['note']}", flush=True)
+        accurate = {k: v for k, v in bare_rows.items() if v["psnr"] >= MIN_PSNR_DB}
+        fastest = max(accurate, key=lambda k: accurate[k]["rate"])
+        print(f"  fastest accurate (≥ {MIN_PSNR_DB:.0f} dB): {' '.join(fastest)} {accurate[fastest]['rate']:.2f} windows/s\n")
 
-    # ---- memory model of the baseline
-    n_small = len(plan_windows(SMALL, SMALL, TILE, OVERLAP))
-    n_large = len(plan_windows(LARGE, LARGE, TILE, OVERLAP))
-    print("baseline memory model (its big arrays; the real peak adds Python + torch + libraries)")
-    for size, n in ((SMALL, n_small), (LARGE, n_large)):
-        parts, extras = baseline_bytes(size, n, params64), baseline_extras(size)
-        core, extra = sum(parts.values()), sum(extras.values())
-        print(f"  {size}² ({n:,} windows): " + ", ".join(f"{k} {_fmt_bytes(v)}" for k, v in parts.items())
-              + f" = {_fmt_bytes(core)}")
-        print("      + transients: " + ", ".join(f"{k} {_fmt_bytes(v)}" for k, v in extras.items())
-              + f" = {_fmt_bytes(core + extra)}")
-    runtime = base["rss_before"] - params64 * 4  # interpreter + torch + libraries, model excluded
-    core_small = sum(baseline_bytes(SMALL, n_small, params64).values())
-    full_small = core_small + sum(baseline_extras(SMALL).values())
-    core_large = sum(baseline_bytes(LARGE, n_large, params64).values())
-    full_large = core_large + sum(baseline_extras(LARGE).values())
-    print(f"  runtime without the model (RSS before rendering − weights) {_fmt_bytes(runtime)}")
-    print(f"  at {SMALL}²: measured peak {_fmt_bytes(base['peak'])}; model + runtime {_fmt_bytes(core_small + runtime)} "
-          f"({_fmt_bytes(full_small + runtime)} with transients)")
-    print(f"  extrapolated to {LARGE}²: {_fmt_bytes(core_large + runtime)} ({_fmt_bytes(full_large + runtime)} with transients)\n")
+        # ---- 4: renders
+        print(f"renders at {small}² (features {features}): setup (load + one warm-up forward; ours: also the backend's "
+              "compile) untimed,\n  then the timed read → render → write")
+        renders = [
+            ("original as-is", {"kind": "original", "deterministic": False}, {}),
+            ("toolbelt", {"kind": "toolbelt"}, {}),
+            ("toolbelt + alloc", {"kind": "toolbelt"}, MALLOC_KEEP),
+            ("ours default", {"kind": "ours", "backend": "auto", "precision": "auto", "deterministic": False}, {}),
+            ("ours torch fp32", {"kind": "ours", "backend": "torch", "precision": "fp32", "deterministic": False}, {}),
+        ]
+        common = {"model": str(model_main), "mask": str(mask_small), "features": features, "peer": str(args.peer),
+                  "toolbelt": str(tiles_py)}
+        results: dict[str, dict] = {}
 
-    # ---- summary
-    b0 = batches[0]
-    rate_base = base["windows"] / base["seconds"]
-    print("summary" + " " * 36 + "windows/s  ×base  GFLOP/s  %peak  peak RSS  others' cores")
-    def rate_of(r: dict) -> float:
-        return r["windows"] / r["seconds"]
+        def tif(label: str) -> Path:
+            return folder / (label.replace(" ", "-").replace("+", "").replace(".", "") + ".tif")
 
-    # (label, result, GFLOP per window, the baseline it is compared with)
-    rows: list[tuple[str, dict, float, dict | None]] = [(f"baseline {SMALL}² f64 b1", base, gflop64, base)]
-    rows += [(f"ours {SMALL}² f64 b{b}", ours[b], gflop64, base) for b in batches]
-    if kept:
-        rows.append((f"baseline {SMALL}² f64 b1, no mmap/trim", kept["baseline"], gflop64, kept["baseline"]))
-        rows.append((f"ours {SMALL}² f64 b{b0}, no mmap/trim", kept["ours"], gflop64, kept["baseline"]))
-    if large:
-        rows.append((f"ours {LARGE}² f8 b{args.large_batch}", large, gflop8, None))
-    for name, r, g, ref in rows:
-        rate = rate_of(r)
-        ratio = f"{rate / rate_of(ref):5.2f}" if ref else "    –"
-        noisy = " NOISY" if r["contention"] > NOISY_CORES else ""
-        print(f"  {name:40s} {rate:9.2f}  {ratio}  {rate * g:7.1f}  {rate * g / peak:5.1%}  {_fmt_bytes(r['peak']):>8s}  "
-              f"{r['contention']:5.2f}{noisy}")
-    print(f"  {'baseline ' + str(LARGE) + '² f64 (extrapolated)':40s} {'–':>9s}  {'–':>5s}  {'–':>7s}  {'–':>5s}  "
-          f"{_fmt_bytes(core_large + runtime):>8s}   ({_fmt_bytes(full_large + runtime)} with transients)")
-    print(f"  peak = {peak:.1f} GFLOP/s ({peak_name}); GFLOP/s = windows/s × generator conv FLOPs per window")
-    ratio = ours[b0]["windows"] / ours[b0]["seconds"] / rate_base
-    print(f"  speed ours (batch {b0}) / baseline: ×{ratio:.2f} (target ≥ {SPEED_TARGET}): {'met' if ratio >= SPEED_TARGET else 'MISSED'}"
-          + (f"; best batch: ×{max(ours[b]['windows'] / ours[b]['seconds'] for b in batches) / rate_base:.2f}" if len(batches) > 1 else ""))
-    if kept:
-        k_ratio = (kept["ours"]["windows"] / kept["ours"]["seconds"]) / (kept["baseline"]["windows"] / kept["baseline"]["seconds"])
-        print(f"  the same with glibc's mmap/trim thresholds raised in both: ×{k_ratio:.2f}")
-    print(f"  pixels ours (batch {b0}) vs baseline: max |Δ| {diffs[b0][0]}, mean |Δ| {diffs[b0][1]:.4f} (expected ≤ 1): "
-          f"{'ok' if diffs[b0][0] <= 1 else 'UNEXPECTED'}")
-    worst = max([ours[b]["peak"] for b in batches] + ([large["peak"]] if large else []))
-    sizes = f"{SMALL}²" + (f" and {LARGE}²" if large else f" (no {LARGE}² result: skipped or failed)")
-    print(f"  peak RSS ours at {sizes}: ≤ {_fmt_bytes(worst)} (target ≤ {RSS_TARGET_GB} GB): "
-          f"{'met' if worst <= RSS_TARGET_GB * 1024 * MB else 'MISSED'}")
-    if any(r["contention"] > NOISY_CORES for _, r, _, _ in rows) or c_peak.cores > NOISY_CORES:
-        print("  WARNING: other processes used the CPUs during some timings (NOISY above); rerun on an idle machine")
-    print("  note: the baseline uses our blend weights (the original's cosine fade starts at exactly 0: a black border,")
-    print("  a bug of the original, not part of the algorithm compared) and rounds to uint8 where the original truncates")
+        for rep in range(args.reps):
+            for label, job, extra in renders:
+                job = {**common, **job, "label": label, "out": str(tif(label)), "breakdown": label == "ours default" and rep == 0}
+                r = go(job, extra)
+                if "parts" in r:
+                    parts = r["parts"]
+                results[label] = best_of(results.get(label, {}), r)
+                chosen = f"  {r['backend']} {r['precision']}" if "backend" in r else ""
+                print(f"  {label:16s} {r['seconds']:6.1f} s  {rate(r):7.2f} windows/s  batch {r['batch']:2d}  peak RSS "
+                      f"{_fmt_bytes(r['peak']):>8s}  setup {r['setup']:4.1f} s{chosen}  {r['note']}", flush=True)
+        ours_reason = results["ours default"]["reason"]
+        print(f"  ours default's choice: {ours_reason}")
+        if "cached calibration" not in ours_reason:
+            print("  WARNING: ours default calibrated in its own child (the cached decision was not reused)")
+
+        print("  deterministic runs for the pixel check (no dropout, no noise; timed too, for information)")
+        checks = [
+            ("original determ.", {"kind": "original", "deterministic": True}),
+            ("ours fp32 determ.", {"kind": "ours", "backend": "torch", "precision": "fp32", "deterministic": True}),
+        ]
+        for label, job in checks:
+            r = go({**common, **job, "label": label, "out": str(tif(label))})
+            results[label] = r
+            print(f"  {label:16s} {r['seconds']:6.1f} s  {rate(r):7.2f} windows/s  batch {r['batch']:2d}  peak RSS "
+                  f"{_fmt_bytes(r['peak']):>8s}  {r['note']}", flush=True)
+
+        # ---- 5: pixels
+        print("pixels (uint8 RGB, PSNR with peak 255)")
+        pixel_rows = [
+            ("ours default vs ours torch fp32 (same seed)", "ours default", "ours torch fp32"),
+            ("original as-is vs ours torch fp32 (different randomness: information only)", "original as-is", "ours torch fp32"),
+            ("original deterministic vs ours fp32 deterministic", "original determ.", "ours fp32 determ."),
+            ("toolbelt (eval) vs ours fp32 deterministic", "toolbelt", "ours fp32 determ."),
+        ]
+        pixels = {}
+        for text, a, b in pixel_rows:
+            pixels[a] = compare(tif(a), tif(b))
+            print(f"  {text:75s} {_db(pixels[a][0]):>9s}, max |Δ| {pixels[a][1]}")
+        db, worst = compare(tif("original determ."), tif("ours fp32 determ."), skip=1)
+        print(f"  {'  the same without its black first row and column':75s} {_db(db):>9s}, max |Δ| {worst}")
+        print("  (the original truncates to uint8 where we round; toolbelt blends with other weights)\n")
+
+        # ---- 6: engine overhead
+        ours = results["ours default"]
+        key = (ours["backend"], ours["precision"])
+        bare_best = accurate[fastest]["rate"]
+        n, b = ours["windows"], ours["batch"]
+        computed = -(-n // b) * b
+        e2e = rate(ours)
+        print(f"engine overhead (ours default: {' '.join(key)}, batch {b})")
+        print(f"  end-to-end {n} windows in {ours['seconds']:.2f} s = {e2e:.2f} windows/s = {e2e / bare_best:.0%} of the "
+              f"fastest accurate bare network ({' '.join(fastest)}, {bare_best:.2f} windows/s)")
+        if key in bare_rows and key != fastest:
+            print(f"  the chosen {' '.join(key)} runs {bare_rows[key]['rate']:.2f} windows/s bare: the choice costs "
+                  f"{1 - bare_rows[key]['rate'] / bare_best:.0%}")
+        ideal = n / bare_best
+        print(f"  bare network for {n} windows {ideal:.2f} s; padding of the last batch ({n} → {computed} computed) "
+              f"+{(computed - n) / bare_best:.2f} s; everything else {ours['seconds'] - computed / bare_best:+.2f} s")
+        print(f"  instrumented second render {parts['total']:.2f} s: setup (inference view + backend) {parts['setup']:.2f} s, "
+              f"network forward {parts['forward']:.2f} s ({parts['computed']} windows, "
+              f"{parts['computed'] / parts['forward']:.2f} windows/s), noise + dropout masks "
+              f"{parts['calls'] - parts['forward']:.2f} s, the rest (read/blend/write waits, overviews) "
+              f"{parts['total'] - parts['setup'] - parts['calls']:.2f} s")
+        print(f"  each stage run alone: read {parts['read']:.2f} s, blend {parts['blend']:.2f} s, write "
+              f"{parts['write']:.2f} s, overviews {parts['overviews']:.2f} s (reads and writes overlap the network "
+              "on the IO thread)\n")
+
+        # ---- 7: memory
+        memory: dict[int, dict] = {}
+        print(f"memory: ours default, features 8 ({cal8['backend']} {cal8['precision']} from its cached calibration)")
+        for size, mask in ((small, mask_small), (middle, mask_middle), (large, mask_large)):
+            if mask is None:
+                continue
+            out = folder / f"ours-f8-{size}.tif"
+            try:
+                r = go({"kind": "ours", "label": f"ours f8 {size}²", "model": str(model8), "mask": str(mask),
+                        "out": str(out), "backend": "auto", "precision": "auto", "deterministic": False})
+            except ChildFailed as err:
+                print(f"  {size}²: FAILED — {err}")
+                continue
+            memory[size] = r
+            print(f"  {size:5d}² {r['seconds']:6.1f} s  {r['windows']:6,} windows  {rate(r):7.2f} windows/s  peak RSS "
+                  f"{_fmt_bytes(r['peak'])} (after setup {_fmt_bytes(r['peak_setup'])})  {r['note']}", flush=True)
+            out.unlink(missing_ok=True)
+        original = results["original as-is"]
+        n_small, n_large = len(plan_windows(small, small, TILE, OVERLAP)), len(plan_windows(large, large, TILE, OVERLAP))
+        extrapolated = original["peak"] + original_arrays(large, n_large) - original_arrays(small, n_small)
+        print(f"  original as-is at {large}² (features {features}): ≈ {_fmt_bytes(extrapolated)} (its {small}² peak "
+              f"{_fmt_bytes(original['peak'])} + the growth of its whole-raster arrays)\n")
+
+        # ---- summary
+        print(f"summary at {small}² (features {features})" + " " * 20 + "windows/s  ×original  ×toolbelt+alloc  peak RSS")
+        base, tb = rate(results["original as-is"]), rate(results["toolbelt + alloc"])
+        for label, _, _ in renders:
+            r = results[label]
+            print(f"  {label:40s} {rate(r):9.2f}  {rate(r) / base:9.2f}  {rate(r) / tb:15.2f}  {_fmt_bytes(r['peak']):>8s}")
+        print("targets")
+        ratio = e2e / base
+        print(f"  ours default / original as-is: ×{ratio:.2f} (≥ {TARGET_ORIGINAL}): {_verdict(ratio >= TARGET_ORIGINAL)}")
+        ratio = e2e / tb
+        print(f"  ours default / toolbelt + allocator setting: ×{ratio:.2f} (≥ {TARGET_TOOLBELT}): "
+              f"{_verdict(ratio >= TARGET_TOOLBELT)}")
+        db = pixels["ours default"][0]
+        print(f"  ours default vs ours torch fp32: {_db(db)} (≥ {MIN_PSNR_DB:.0f} dB): {_verdict(db >= MIN_PSNR_DB)}")
+        share = e2e / bare_best
+        print(f"  engine overhead: end-to-end {share:.0%} of the fastest accurate bare network (≥ {TARGET_OVERHEAD:.0%}): "
+              f"{_verdict(share >= TARGET_OVERHEAD)}")
+        peaks = {f"{small}² f{features}": ours["peak"], **{f"{s}² f8": r["peak"] for s, r in memory.items()}}
+        worst = max(peaks.values())
+        print(f"  peak RSS ours default ({', '.join(f'{k} {_fmt_bytes(v)}' for k, v in peaks.items())}) ≤ {TARGET_RSS_GB} GB: "
+              f"{_verdict(worst <= TARGET_RSS_GB * 1024 * MB)}")
+        if middle in memory and large in memory:
+            growth = memory[large]["peak"] / memory[middle]["peak"]
+            print(f"  flat in raster size: {large}² / {middle}² peak (features 8; both in full {middle} px strips) "
+                  f"×{growth:.2f} (≤ {TARGET_FLAT}): {_verdict(growth <= TARGET_FLAT)}")
+        else:
+            print(f"  flat in raster size: not measured (no {large}² result: skipped or failed)")
+        noisy = [r for r in [*results.values(), *bare_rows.values(), *memory.values()] if r["contention"] > NOISY_CORES]
+        if noisy or c_peak.cores > NOISY_CORES:
+            print("  WARNING: other processes used the CPUs during some timings (NOISY above); rerun on an idle machine")
     print(f"total benchmark time {time.perf_counter() - t_total:.0f} s")
 
 

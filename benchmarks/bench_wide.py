@@ -19,9 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_render import MB, RSS_TARGET_GB, _fmt_bytes, compare, run_child, save_model, synthetic_mask
+from bench_render import MB, TARGET_RSS_GB, _fmt_bytes, compare, run_child, save_model, synthetic_mask
 
 from satgen_geo.engine import RenderConfig
+from satgen_geo.precision import cpu_info
 
 HEIGHT = 512
 
@@ -36,23 +37,27 @@ def main() -> None:
         folder = Path(tmp)
         mask = synthetic_mask(folder / "wide.tif", HEIGHT, args.width)
         model, _ = save_model(8, folder / "unet-f8.safetensors")
-        print(f"bench_wide: {HEIGHT} × {args.width:,} px mask, features-8 U-Net, batch {args.batch}, deterministic")
+        print(f"bench_wide on {cpu_info().describe()}: {HEIGHT} × {args.width:,} px mask, features-8 U-Net, "
+              f"batch {args.batch}, deterministic, torch fp32")
         print(f"{'strip_px':>10} {'peak RSS':>9} {'seconds':>8} {'windows':>8}")
         outputs = {}
         for strip in (2048, RenderConfig.strip_px, args.width):
             out = folder / f"strip-{strip}.tif"
-            r = run_child("ours", mask, out, model, args.batch, strip=strip)
+            job = {"kind": "ours", "label": f"strips of {strip}", "model": str(model), "mask": str(mask), "out": str(out),
+                   "backend": "torch", "precision": "fp32", "deterministic": True, "batch_size": args.batch,
+                   "strip_px": strip}
+            r = run_child(job, 0.0, {})
             outputs[strip] = (out, r)
             label = f"{strip}" + (" (one pass)" if strip == args.width else "")
             print(f"{label:>21} {_fmt_bytes(r['peak']):>9} {r['seconds']:8.1f} {r['windows']:8,}  {r['note'].strip()}")
         one_pass = outputs[args.width][0]
         for strip, (out, _) in outputs.items():
             if strip != args.width:
-                diff = compare(out, one_pass)
-                print(f"strips of {strip} vs one pass: max |Δ| {diff[0]} ({'identical' if diff[0] == 0 else 'DIFFERENT'})")
+                _, diff = compare(out, one_pass)
+                print(f"strips of {strip} vs one pass: max |Δ| {diff} ({'identical' if diff == 0 else 'DIFFERENT'})")
         peak = outputs[RenderConfig.strip_px][1]["peak"]
-        print(f"peak RSS with the default strips: {_fmt_bytes(peak)} (target ≤ {RSS_TARGET_GB} GB): "
-              f"{'met' if peak <= RSS_TARGET_GB * 1024 * MB else 'MISSED'}")
+        print(f"peak RSS with the default strips: {_fmt_bytes(peak)} (target ≤ {TARGET_RSS_GB} GB): "
+              f"{'met' if peak <= TARGET_RSS_GB * 1024 * MB else 'MISSED'}")
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

@@ -107,17 +107,25 @@ class WindowNetwork:
         x = torch.from_numpy(masks[:, self.order]).float()
         if not self.stochastic:
             return x.div_(127.5).sub_(1.0), None
-        x = self._add_noise(x, seeds)
+        x = self._add_noise(x, _variances(masks) < self.settings.empty_variance, seeds)
         return x, self.generator.dropout_masks([window_seed(s, _DROPOUT_STREAM, 0) for s in seeds], *x.shape[2:])
 
-    def _add_noise(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-        """Empty-window noise (0–255 units), normalisation, input noise ([-1, 1] units), in place."""
+    def _add_noise(self, x: torch.Tensor, empty: np.ndarray, seeds: list[int]) -> torch.Tensor:
+        """Noise on the ``empty`` windows (0–255 units), normalisation, input noise ([-1, 1] units), in place."""
         cfg = self.settings
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         shape = x.shape[1:]
-        empty = (x / 255.0).var(dim=(1, 2, 3), unbiased=False) < cfg.empty_variance
-        for i in torch.nonzero(empty).flatten().tolist():
+        for i in np.flatnonzero(empty).tolist():
             x[i] = (x[i] + torch.randn(shape, generator=generators[i]) * cfg.empty_noise_std).clamp_(0, 255)
         noise = torch.stack([torch.randn(shape, generator=g) for g in generators])
         return x.div_(127.5).sub_(1.0).add_(noise.mul_(cfg.input_noise_std)).clamp_(-1.0, 1.0)
 
+
+def _variances(masks: np.ndarray) -> np.ndarray:
+    """Each uint8 window's variance in [0, 1] units, from exact integer sums (4× cheaper than in float)."""
+    flat = masks.reshape(len(masks), -1)
+    values = flat.shape[1]
+    sums = flat.sum(axis=1, dtype=np.int64)
+    wide = flat.astype(np.uint16)
+    squares = (wide * wide).sum(axis=1, dtype=np.int64)
+    return (squares / values - (sums / values) ** 2) / 255.0**2

@@ -34,6 +34,7 @@ form an exported graph (ONNX, OpenVINO) takes them in, as inputs.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import torch
@@ -53,6 +54,7 @@ MAX_FEATURES = 512
 #: Largest number of input or output channels.
 MAX_CHANNELS = 16
 
+#: The decoder's dropout rate; :meth:`UNetGenerator.dropout_masks` draws one random bit per unit for it.
 _DROPOUT_P = 0.5
 
 
@@ -204,15 +206,20 @@ class UNetGenerator(nn.Module):
         """Seeded dropout masks for ``up1``..``up3``: one ``(N, C, H, W)`` float32 tensor each, values 0 or 2.
 
         Sample ``i``'s masks come from a ``torch.Generator`` on ``device`` seeded with
-        ``seeds[i]``, drawn layer after layer, so they depend on that seed alone.
+        ``seeds[i]``, so they depend on that seed alone. The dropout rate is 1/2, so one
+        random bit keeps or drops each unit (eight units per random byte).
         """
-        keep = 1.0 - _DROPOUT_P
         shapes = self.dropout_shapes(height, width)
+        sizes = [math.prod(shape) for shape in shapes]
+        total = sum(sizes)
+        bits = torch.arange(8, dtype=torch.uint8, device=device)
         per_sample = []
         for seed in seeds:
             generator = torch.Generator(device=device).manual_seed(int(seed))
-            per_sample.append([torch.empty(shape, device=device).bernoulli_(keep, generator=generator) for shape in shapes])
-        return [torch.stack(layer).div_(keep) for layer in zip(*per_sample, strict=True)]
+            octets = torch.randint(0, 256, (-(-total // 8),), dtype=torch.uint8, generator=generator, device=device)
+            per_sample.append(((octets.unsqueeze(-1) >> bits) & 1).flatten()[:total])
+        kept = torch.stack(per_sample).float().div_(1.0 - _DROPOUT_P)
+        return [part.reshape(len(seeds), *shape) for part, shape in zip(kept.split(sizes, dim=1), shapes, strict=True)]
 
     def forward(self, x: Tensor, seeds: Sequence[int] | None = None, masks: Sequence[Tensor] | None = None) -> Tensor:
         """Translate masks to images.
