@@ -89,6 +89,10 @@ class Runner(Protocol):
 
     def __call__(self, x: Tensor, masks: Sequence[Tensor] | None) -> np.ndarray: ...
 
+    def start(self, x: Tensor, masks: Sequence[Tensor] | None) -> Pending:
+        """Launch a call; the result, called, waits for the outputs (a GPU keeps working meanwhile)."""
+        ...
+
 
 def auto_batch_size(device: torch.device, spec: ModelSpec, limit: int) -> int:
     """Windows per network call when none is given: :data:`CPU_BATCH` on a CPU or MPS, on CUDA as many as half
@@ -245,7 +249,18 @@ class _Fp32(nn.Module):
             return self.module(x.float())
 
 
-class _OpenVINORunner:
+class _Converted:
+    """What the converted-graph runners share: they compute on the CPU, at once."""
+
+    def __call__(self, x: Tensor, masks: Sequence[Tensor] | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def start(self, x: Tensor, masks: Sequence[Tensor] | None) -> Pending:
+        y = self(x, masks)
+        return lambda: y
+
+
+class _OpenVINORunner(_Converted):
     backend = "openvino"
 
     def __init__(self, path: Path, precision: str, dropout: bool) -> None:
@@ -257,7 +272,7 @@ class _OpenVINORunner:
         return np.asarray(self.request.infer(list(inputs.values()))[0], dtype=np.float32)
 
 
-class _OnnxRunner:
+class _OnnxRunner(_Converted):
     backend = "onnxruntime"
     precision = "fp32"
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from satgen_geo.backends import Pending, Runner, TorchRunner
+from satgen_geo.backends import Pending, Runner
 from satgen_geo.model.generator import UNetGenerator
 from satgen_geo.model.loaded import LoadedModel
 from satgen_geo.precision import Choice, choose
@@ -96,11 +96,7 @@ class WindowNetwork:
 
     def start(self, masks: np.ndarray, seeds: list[int]) -> Pending:
         """Start the network on a batch; call the result for its outputs. Only a GPU keeps working meanwhile."""
-        x, dropout = self.inputs(masks, seeds)
-        if isinstance(self.runner, TorchRunner):
-            return self.runner.start(x, dropout)
-        y = self.runner(x, dropout)
-        return lambda: y
+        return self.runner.start(*self.inputs(masks, seeds))
 
     def inputs(self, masks: np.ndarray, seeds: list[int]) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         """The network's inputs for ``masks`` and ``seeds``: the noisy windows in [-1, 1] and the dropout masks."""
