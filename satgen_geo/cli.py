@@ -187,7 +187,8 @@ def generate(output: str, mask_out: str | None, **kw: Any) -> None:
     )
     grid = result.image.grid
     _done(f"wrote {result.image.path} ({grid.width}×{grid.height} px, {grid.gsd_m:g} m/px, {grid.crs.to_string()}; "
-          f"{result.mask.n_roads} roads, {result.mask.n_buildings} buildings)", kw["progress_mode"])
+          f"{result.mask.n_roads} roads, {result.mask.n_buildings} buildings; {result.image.windows} windows in "
+          f"{result.image.seconds:.1f} s, {result.image.backend} {result.image.precision})", kw["progress_mode"])
 
 
 @main.command()
