@@ -131,7 +131,7 @@ def _render_options(func: Callable) -> Callable:
         click.option("--max-windows", type=int, default=None, help="Most windows one render may compute; larger jobs stop before any work [250000]."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
         click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help="Inference backend; openvino and onnxruntime are extras (auto: torch on a GPU, the fastest installed on a CPU, measured once and cached)."),
-        click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help="fp32 (exact), bf16 (CPU or CUDA), fp16 (CUDA), int8 (preview: OpenVINO, visibly different); auto: fp16 on CUDA, bf16 on CPUs with native bf16 where measured faster and within 45 dB of fp32, else fp32."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help="fp32 (exact), bf16 (CPU or CUDA), fp16 (CUDA), int8 (preview: OpenVINO, visibly different); auto: fp16 on CUDA, bf16 on CPUs with native bf16 where measured faster and at least 45 dB PSNR from fp32, else fp32."),
         click.option("--cog", is_flag=True, help="Write a Cloud Optimized GeoTIFF."),
         click.option("--no-overviews", is_flag=True, help="Skip internal overviews."),
     ]

@@ -105,9 +105,10 @@ class RenderConfig:
         ``torch``, ``openvino`` or ``onnxruntime`` (the last two are extras), or ``auto``:
         torch on a GPU, the fastest installed one on a CPU (:mod:`satgen_geo.precision`).
     precision
-        ``fp32`` (exact), ``bf16`` (CPU or CUDA), ``fp16`` (CUDA), or ``auto``: fp16 on CUDA,
-        on a CPU bf16 where the CPU has native bf16 and a calibration shows it faster and
-        within 45 dB of fp32, else fp32 (:mod:`satgen_geo.precision`).
+        ``fp32`` (exact), ``bf16`` (CPU or CUDA), ``fp16`` (CUDA), ``int8`` (an OpenVINO
+        preview, only when asked for), or ``auto``: fp16 on CUDA, on a CPU bf16 where the CPU
+        has native bf16 and a calibration shows it faster with at least 45 dB PSNR from fp32,
+        else fp32 (:mod:`satgen_geo.precision`).
     input_noise_std
         Gaussian noise (≥ 0) added to every window in [-1, 1] space (0.02, as in training).
     empty_noise_std, empty_variance

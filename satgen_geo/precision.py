@@ -2,7 +2,7 @@
 
 ``precision="auto"`` means fp16 on CUDA, fp32 on Apple MPS, and on a CPU: bf16 where the CPU
 has native bf16 arithmetic (AMX or AVX512-BF16, :func:`cpu_info`) *and* a short calibration
-shows it faster than fp32 with output within :data:`MIN_PSNR_DB` of fp32's, else fp32.
+shows it faster than fp32, its output at least :data:`MIN_PSNR_DB` dB PSNR from fp32's; else fp32.
 ``backend="auto"`` means torch on a GPU, and on a CPU the faster of torch and OpenVINO (or,
 where OpenVINO is not installed, ONNX Runtime, slower than OpenVINO on CPUs) in the same
 calibration. Without native bf16, bf16 is never tried (it runs 25-60× slower there); an
