@@ -90,8 +90,9 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 import satgen_geo.engine
-from satgen_geo.backends import Pending, auto_batch_size, backend_version, open_runner
+from satgen_geo.backends import Pending, auto_batch_size, open_runner
 from satgen_geo.blend import BlendBuffer, to_uint8
+from satgen_geo.convert import backend_version
 from satgen_geo.engine import RGB_NAMES, RenderConfig, read_band, render
 from satgen_geo.geotiff import BLOCK_PX, build_overviews, open_for_writing, profile
 from satgen_geo.grid import Grid

@@ -36,21 +36,12 @@ import numpy as np
 import torch
 
 from satgen_geo._cache import cache_dir
-from satgen_geo.backends import (
-    BACKENDS,
-    Runner,
-    backend_version,
-    calibration_masks,
-    check_combination,
-    installed,
-    open_runner,
-    supported_precisions,
-)
+from satgen_geo.backends import BACKENDS, Runner, check_combination, open_runner, supported_precisions
+from satgen_geo.convert import backend_version, calibration_masks, installed
 from satgen_geo.model.generator import UNetGenerator
 
 __all__ = [
-    "CALIBRATION_CALLS", "MIN_PSNR_DB", "Choice", "CpuInfo", "Inputs", "calibration_masks", "candidates", "choose", "cpu_info",
-    "psnr",
+    "CALIBRATION_CALLS", "MIN_PSNR_DB", "Choice", "CpuInfo", "Inputs", "candidates", "choose", "cpu_info", "psnr",
 ]
 
 log = logging.getLogger(__name__)

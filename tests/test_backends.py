@@ -23,7 +23,7 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from satgen_geo import backends
+from satgen_geo import convert
 from satgen_geo.engine import RenderConfig, RenderResult, render
 from satgen_geo.errors import ConfigError, MissingDependencyError, OutputError
 from satgen_geo.model import ModelSpec, UNetGenerator, save_generator
@@ -275,7 +275,7 @@ def test_build_prunes_stale_entries_and_partials(cache: Path, small_mask: Path, 
     compiled = cache / "compiled"
     day = 86400
     ages = {  # name -> age in days
-        "old-entry": backends.CACHE_DAYS + 1, "young-entry": backends.CACHE_DAYS - 1,
+        "old-entry": convert.CACHE_DAYS + 1, "young-entry": convert.CACHE_DAYS - 1,
         ".abc.1-dead.partial": 2, ".abc.2-busy.partial": 0.5,
     }
     for name, days in ages.items():

@@ -20,11 +20,12 @@ import torch
 from rasterio.transform import from_origin
 
 from satgen_geo.backends import FP32_STEM, open_runner
+from satgen_geo.convert import calibration_masks
 from satgen_geo.engine import RenderConfig, render, resolve
 from satgen_geo.errors import ConfigError, MissingDependencyError
 from satgen_geo.model.loaded import LoadedModel, load_model
 from satgen_geo.network import inference_view
-from satgen_geo.precision import CpuInfo, calibration_masks, candidates, choose, cpu_info, psnr
+from satgen_geo.precision import CpuInfo, candidates, choose, cpu_info, psnr
 from tests.conftest import run_cli
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a cuda device object needs no GPU
