@@ -13,7 +13,8 @@ peak RSS (``ru_maxrss``) is that child's own:
    real windows of the mask, dropout masks as inputs (the default stochastic graph): torch fp32,
    torch bf16, OpenVINO fp32, OpenVINO bf16 (bf16 only where the CPU has native bf16), ONNX Runtime
    fp32; windows/s (mean of the timed calls after one warm-up call), ratio to torch fp32, and the PSNR
-   of each output against torch fp32's;
+   of each output against torch fp32's; then torch fp32 and bf16 in the NCHW layout against the
+   channels-last layout torch runs in;
 4. renders of a real 2048 × 2048 px mask (the top-left 2048² of the bundled Kotka extract) with the
    same U-Net (features 64, random init, torch seed 1234, saved once as .safetensors), tile 256,
    overlap 128; each child loads the model and runs one warm-up forward at its own batch shape, then
@@ -383,6 +384,10 @@ def bare(job: dict) -> dict:
     windows = np.load(job["windows"])
     start = time.perf_counter()
     runner = open_runner(view, loaded.sha256, loaded.device, job["backend"], job["precision"], windows.shape)
+    if job.get("nchw"):  # torch in the plain NCHW layout instead of channels-last: inputs and weights
+        runner.memory_format = torch.contiguous_format  # type: ignore[attr-defined]
+        for weights in runner.view.parameters():  # type: ignore[attr-defined]
+            weights.data = weights.data.contiguous()
     opened = time.perf_counter() - start
     x = torch.from_numpy(windows).float() / 127.5 - 1.0
     masks = view.dropout_masks(range(len(windows)), TILE, TILE)
@@ -688,6 +693,17 @@ def main() -> None:
             print(f"  {name:18s} {row['rate']:7.2f} windows/s  ×{ratio:4.2f}  {_db(row['psnr']):>9s} vs torch fp32  "
                   f"{row['rate'] * gflop:6.0f} GFLOP/s ({row['rate'] * gflop / peak:4.0%} of fp32 peak)  "
                   f"open {row['opened']:.1f} s  {row['note']}", flush=True)
+        for precision in [p for p in ("fp32", "bf16") if ("torch", p) in bare_rows]:  # the layout, measured
+            try:
+                row = go({"kind": "bare", "label": f"bare torch {precision} NCHW", "model": str(model_main),
+                          "windows": str(windows_npy), "backend": "torch", "precision": precision, "nchw": True,
+                          "out": str(folder / f"bare-torch-{precision}-nchw.npy")})
+            except ChildFailed as err:
+                print(f"  torch {precision} NCHW FAILED — {err}")
+                continue
+            ratio = row["rate"] / bare_rows[("torch", precision)]["rate"]
+            print(f"  {'torch ' + precision + ' NCHW':18s} {row['rate']:7.2f} windows/s  ×{ratio:4.2f} of channels-last "
+                  f"(the layout torch runs in)  {row['note']}", flush=True)
         accurate = {k: v for k, v in bare_rows.items() if v["psnr"] >= MIN_PSNR_DB}
         fastest = max(accurate, key=lambda k: accurate[k]["rate"])
         print(f"  fastest accurate (≥ {MIN_PSNR_DB:.0f} dB): {' '.join(fastest)} {accurate[fastest]['rate']:.2f} windows/s\n")

@@ -145,6 +145,8 @@ class TorchRunner:
 
     def __init__(self, view: UNetGenerator, device: torch.device, precision: str) -> None:
         self.device, self.precision = device, precision
+        #: The layout the inputs are given in; the view's 4-D weights are in it too (inference_view).
+        self.memory_format = torch.channels_last
         self.autocast = _AUTOCAST.get(precision)
         # autocast would cast every weight again in every call; weights cast once give the same pixels
         self.view = view if self.autocast is None else _weights_as(view, self.autocast)
@@ -159,7 +161,7 @@ class TorchRunner:
         previous batch's compute), and the outputs come back into pinned memory without
         blocking: the GPU works while the caller blends the previous batch.
         """
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=self.memory_format)
         autocast = torch.autocast(self.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
         if self.device.type != "cuda":
             with torch.inference_mode(), autocast:
