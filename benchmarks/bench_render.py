@@ -91,10 +91,10 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 import satgen_geo.engine
-from satgen_geo.backends import Pending, auto_batch_size, open_runner
+from satgen_geo.backends import Pending, open_runner
 from satgen_geo.blend import BlendBuffer, to_uint8
 from satgen_geo.convert import backend_version
-from satgen_geo.engine import RGB_NAMES, RenderConfig, read_band, render
+from satgen_geo.engine import RGB_NAMES, RenderConfig, read_band, render, requested_batch
 from satgen_geo.geotiff import BLOCK_PX, build_overviews, open_for_writing, profile
 from satgen_geo.grid import Grid
 from satgen_geo.mask import MaskSource, build_mask
@@ -283,7 +283,7 @@ def _ours_batch(loaded: LoadedModel, config: RenderConfig, mask: Path) -> int:
     """The effective batch size render() will use (the engine's rule)."""
     with rasterio.open(mask) as src:
         windows = len(plan_windows(src.height, src.width, loaded.spec.tile_px, loaded.spec.overlap_px))
-    return min(config.batch_size or auto_batch_size(loaded.device, loaded.spec, config.max_batch_size), windows)
+    return min(requested_batch(loaded, config), windows)
 
 
 def setup_ours(job: dict) -> tuple[LoadedModel, dict]:

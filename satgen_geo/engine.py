@@ -68,7 +68,7 @@ from satgen_geo.tiling import (
 
 __all__ = [
     "GSD_TOLERANCE", "RenderConfig", "RenderResult", "WindowNetwork", "check_work", "max_overlap", "read_band",
-    "render", "resolve", "to_uint8",
+    "render", "requested_batch", "resolve", "to_uint8",
 ]
 
 log = logging.getLogger(__name__)
@@ -197,14 +197,18 @@ def check_work(height: int, width: int, spec: ModelSpec, config: RenderConfig, r
     return windows
 
 
+def requested_batch(model: LoadedModel, config: RenderConfig) -> int:
+    """``config.batch_size``, or the automatic one for the model's device; the render caps it at the mask's windows."""
+    return config.batch_size or auto_batch_size(model.device, model.spec, config.max_batch_size)
+
+
 def resolve(model: LoadedModel, config: RenderConfig) -> RenderConfig:
     """``config`` with ``auto`` backend and precision replaced by what a render of ``model`` would use.
 
     For work split over processes (region chunks): each part then runs the same backend and
     precision, whatever its own calibration would say. Calibrates (once per machine) if needed.
     """
-    batch = config.batch_size or auto_batch_size(model.device, model.spec, config.max_batch_size)
-    choice = WindowNetwork(model, config, batch).choice
+    choice = WindowNetwork(model, config, requested_batch(model, config)).choice
     return replace(config, backend=choice.backend, precision=choice.precision)
 
 
@@ -262,7 +266,7 @@ def render(
         overlap = model.spec.overlap_px if config.overlap_px is None else config.overlap_px
         plan = plan_windows(src.height, src.width, model.spec.tile_px, overlap)
         grid = Grid(src.crs, src.window_transform(region), int(region.width), int(region.height))
-        batch = min(config.batch_size or auto_batch_size(model.device, model.spec, config.max_batch_size), len(plan))
+        batch = min(requested_batch(model, config), len(plan))
         network = WindowNetwork(model, config, batch)
         renderer = _Renderer(src, plan, network, batch, config.seed)
         tick = report(progress)
