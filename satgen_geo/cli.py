@@ -120,7 +120,8 @@ def mask(output: str, **kw: Any) -> None:
           f"{result.grid.crs.to_string()}; {result.n_roads} roads, {result.n_buildings} buildings)", kw["progress_mode"])
 
 
-def _render_options(func: Callable) -> Callable:
+def _engine_options(func: Callable) -> Callable:
+    """The model, engine and device options (``satgen tiles`` takes these alone)."""
     options = [
         click.option("--checkpoint", type=click.Path(dir_okay=False), help="Generator checkpoint (.pth or .safetensors); default: the shipped model."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed; the same seed and batch size give bit-identical output."),
@@ -132,12 +133,17 @@ def _render_options(func: Callable) -> Callable:
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
         click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help="Inference backend; openvino and onnxruntime are extras (auto: torch on a GPU, the fastest installed on a CPU, measured once and cached)."),
         click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help="fp32 (exact), bf16 (CPU or CUDA), fp16 (CUDA), int8 (preview: OpenVINO, visibly different); auto: fp16 on CUDA, bf16 on CPUs with native bf16 where measured faster and at least 45 dB PSNR from fp32, else fp32."),
-        click.option("--cog", is_flag=True, help="Write a Cloud Optimized GeoTIFF."),
-        click.option("--no-overviews", is_flag=True, help="Skip internal overviews."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def _render_options(func: Callable) -> Callable:
+    """The engine options and the GeoTIFF output options of every command that writes a GeoTIFF."""
+    func = click.option("--no-overviews", is_flag=True, help="Skip internal overviews.")(func)
+    func = click.option("--cog", is_flag=True, help="Write a Cloud Optimized GeoTIFF.")(func)
+    return _engine_options(func)
 
 
 def _render_inputs(kw: dict[str, Any]) -> tuple[Any, Any]:
@@ -148,7 +154,8 @@ def _render_inputs(kw: dict[str, Any]) -> tuple[Any, Any]:
     limits = {name: kw[name] for name in ("max_batch_size", "max_windows") if kw[name] is not None}
     config = RenderConfig(
         seed=kw["seed"], deterministic=kw["deterministic"], overlap_px=kw["overlap"], batch_size=kw["batch_size"],
-        backend=kw["backend"], precision=kw["precision"], overviews=not kw["no_overviews"], cog=kw["cog"], **limits,
+        backend=kw["backend"], precision=kw["precision"], overviews=not kw.get("no_overviews", False),
+        cog=kw.get("cog", False), **limits,
     )
     return load_model(kw["checkpoint"], kw["device"]), config
 
@@ -344,6 +351,13 @@ def evaluate(data: str | None, split: str, checkpoint: str | None, stochastic: b
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
+def _tile_options(func: Callable) -> Callable:
+    """The tile source options (:mod:`satgen_geo.cli_tiles`, which reuses this module's helpers)."""
+    from satgen_geo.cli_tiles import tile_options
+
+    return tile_options(func)
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8000, show_default=True)
@@ -359,9 +373,13 @@ def _fmt(value: Any) -> str:
 @click.option("--overpass-url", default=None, help="Overpass API base URL for /generate/bbox.")
 @click.option("--max-windows", type=int, default=4096, show_default=True,
               help="Most network windows one request may need (its size and overlap decide it); more get 413.")
+@click.option("--tiles", "tile_source", metavar="SOURCE", default=None,
+              help="Serve a synthetic basemap of SOURCE at /tiles and /map: an .osm/.osm.pbf/vector file, an OSM store, or 'overpass' (with --bbox).")
+@_tile_options
 def serve(host: str, port: int, checkpoint: str | None, device: str, backend: str, precision: str, cors_origins: tuple[str, ...],
-          max_upload_mb: float, max_pixels: int, queue_size: int, workers: int, overpass_url: str | None, max_windows: int) -> None:
-    """Serve the model over HTTP (FastAPI), compatible with the original web mask editor."""
+          max_upload_mb: float, max_pixels: int, queue_size: int, workers: int, overpass_url: str | None, max_windows: int,
+          tile_source: str | None, **tile_kw: Any) -> None:
+    """Serve the model over HTTP (FastAPI): the web mask editor's API, and with --tiles an XYZ basemap and a map page."""
     try:
         from satgen_geo.api import DEFAULT_CORS_ORIGINS, ApiSettings
         from satgen_geo.api import serve as run_server
@@ -369,15 +387,20 @@ def serve(host: str, port: int, checkpoint: str | None, device: str, backend: st
         raise click.ClickException(
             f"the HTTP API needs its extra ({err.name} is missing): pip install 'satgen-geo[api]'"
         ) from None
+    from satgen_geo.cli_tiles import tile_inputs
     from satgen_geo.runtime import tune_allocator
 
     def start() -> None:
         check_int(port, "port", "port", maximum=65535)
+        tiles = {}
+        if tile_source is not None:
+            source, config = tile_inputs(tile_source, overpass_url=overpass_url, **tile_kw)
+            tiles = {"tiles": source, "tile_config": config}
         settings = ApiSettings(
             checkpoint=checkpoint, device=device, backend=backend, precision=precision,
             cors_origins=cors_origins or DEFAULT_CORS_ORIGINS,
             max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_output_pixels=max_pixels, queue_size=queue_size,
-            workers=workers, overpass=_overpass(overpass_url), max_windows=max_windows,
+            workers=workers, overpass=_overpass(overpass_url), max_windows=max_windows, **tiles,
         )
         tune_allocator()
         run_server(settings, host=host, port=port)
@@ -394,9 +417,11 @@ def _done(message: str, progress_mode: str) -> None:
 def _register_region_commands() -> None:
     """``satgen osm extract`` and ``satgen region`` live in :mod:`satgen_geo.cli_region` (they reuse this module's options)."""
     from satgen_geo.cli_region import osm, region
+    from satgen_geo.cli_tiles import tiles
 
     main.add_command(osm)
     main.add_command(region)
+    main.add_command(tiles)
 
 
 _register_region_commands()

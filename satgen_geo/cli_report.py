@@ -41,6 +41,7 @@ OPTION_NAMES = {
     "gsd_m": "gsd", "aoi_file": "aoi", "osm_file": "osm", "roads_file": "roads", "buildings_file": "buildings",
     "road_classes": "include_highway", "overlap_px": "overlap", "mask": "mask_path", "mask_output": "mask_out",
     "patch_px": "patch", "stride_px": "stride", "model_name": "name", "max_upload_bytes": "max_upload_mb",
+    "tile_cache": "tile_cache_mb",
 }
 INTERRUPTED, TERMINATED = "Interrupted; unfinished outputs were removed", "Terminated; unfinished outputs were removed"
 _ROUTE = "satgen.log_route"

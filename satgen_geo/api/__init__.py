@@ -13,6 +13,13 @@ Endpoints
 ``POST /generate/bbox``
     JSON ``{"bbox": [w, s, e, n], "gsd": 1.0, "seed": 0, "deterministic": false,
     "overlap": null}`` → RGB GeoTIFF of the area, masks drawn from Overpass OSM data.
+``GET /tiles/{z}/{x}/{y}.png`` (``.webp``, ``.jpg``), ``GET /tiles/tilejson.json``
+    With a tile source (``ApiSettings.tiles``, ``satgen serve --tiles SOURCE``): XYZ tiles of
+    synthetic imagery in Web Mercator, rendered on demand and cached
+    (:mod:`~satgen_geo.api.tiles`, :mod:`satgen_geo.tiles`), and their TileJSON.
+``GET /map``
+    A web map (Leaflet, served locally) of those tiles: fitted to their bounds, with their
+    attribution and an opacity slider (:mod:`~satgen_geo.api.mappage`).
 ``GET /health``, ``GET /model``
     Liveness, queue state and job counts; the loaded model's spec, parameter count and SHA-256.
 
@@ -25,7 +32,8 @@ pixels and the render's window count (413). Jobs run in a bounded queue
 their client disconnects. Errors are JSON ``{"detail": "...", "param": ...}``
 (:mod:`~satgen_geo.api.errors`).
 
-Modules: ``settings`` (:class:`ApiSettings`), ``routes`` (the endpoints), ``jobs`` (queue),
+Modules: ``settings`` (:class:`ApiSettings`), ``routes`` (the endpoints), ``tiles`` and ``mappage`` (the
+basemap's tiles and web map), ``jobs`` (queue),
 ``limits`` and ``origin`` (bounds), ``painted`` (painted-image decoding), ``work`` (the
 render jobs), ``errors`` (exception → status). Only this package imports FastAPI (install
 the ``api`` extra); the core never does.
@@ -45,6 +53,7 @@ from satgen_geo import __version__
 from satgen_geo.api.errors import QueueFullError, add_exception_handlers
 from satgen_geo.api.jobs import JobQueue
 from satgen_geo.api.limits import BodyLimit
+from satgen_geo.api.mappage import add_map
 from satgen_geo.api.origin import OriginCheck
 from satgen_geo.api.painted import (
     DOMINANT_MARGIN,
@@ -54,7 +63,10 @@ from satgen_geo.api.painted import (
 )
 from satgen_geo.api.routes import BboxRequest, RenderParams, router
 from satgen_geo.api.settings import DEFAULT_CORS_ORIGINS, ApiSettings
+from satgen_geo.api.tiles import router as tiles_router
+from satgen_geo.engine import RenderConfig
 from satgen_geo.model.loaded import LoadedModel, load_model
+from satgen_geo.tiles import TileSource
 
 __all__ = [
     "DEFAULT_CORS_ORIGINS", "DOMINANT_MARGIN", "DOMINANT_MIN", "IMAGE_FORMATS", "ApiSettings", "BboxRequest",
@@ -91,7 +103,11 @@ def create_app(settings: ApiSettings | None = None, model: LoadedModel | None = 
     app.state.settings = settings
     app.state.model = model if model is not None else load_model(settings.checkpoint, settings.device)
     app.state.queue = JobQueue(settings.workers, settings.queue_size)
+    app.state.tile_queue = JobQueue(settings.workers, settings.tile_queue_size)
+    app.state.tiles = _tile_source(settings, app.state.model)
     app.include_router(router)
+    app.include_router(tiles_router)
+    add_map(app)
     add_exception_handlers(app)
     app.add_middleware(BodyLimit, upload_bytes=settings.max_upload_bytes)
     app.add_middleware(OriginCheck, allowed=settings.cors_origins)  # before the body is read
@@ -102,12 +118,21 @@ def create_app(settings: ApiSettings | None = None, model: LoadedModel | None = 
     return app
 
 
+def _tile_source(settings: ApiSettings, model: LoadedModel) -> TileSource | None:
+    """The tile source of ``settings.tiles`` (its grid and cache set up now), or ``None``."""
+    if settings.tiles is None:
+        return None
+    render = RenderConfig(backend=settings.backend, precision=settings.precision, max_windows=settings.max_windows)
+    return TileSource(settings.tiles, model, settings.tile_config, render)
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     model = app.state.model
     log.info("serving model %s (%s) on %s", model.spec.name, model.sha256, model.device)
     yield
     await run_in_threadpool(app.state.queue.shutdown)
+    await run_in_threadpool(app.state.tile_queue.shutdown)
 
 
 def serve(settings: ApiSettings | None = None, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:

@@ -32,6 +32,7 @@ from satgen_geo.errors import (
     OutputError,
     SatgenError,
 )
+from satgen_geo.tiles import TileError, TileZoomError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ class JobFailedError(Exception):
 
 class ClientDisconnectedError(Exception):
     """The client closed the connection while its job waited or ran; the job was cancelled."""
+
+
+class NoTileSourceError(SatgenError):
+    """The server was started without a tile source (HTTP 404 on the tile endpoints)."""
 
 
 class UnsupportedUploadError(InputFileError):
@@ -71,6 +76,9 @@ class UploadTooLargeError(HTTPException):
 #: Exception → HTTP status; the first matching class wins, so subclasses come first.
 STATUS_TABLE: tuple[tuple[type[Exception], int], ...] = (
     (QueueFullError, 503),
+    (TileError, 404),
+    (NoTileSourceError, 404),
+    (TileZoomError, 422),
     (ClientDisconnectedError, 499),  # nginx's "client closed request"; nobody reads it
     (JobFailedError, 500),
     (UnsupportedUploadError, 415),

@@ -8,7 +8,9 @@ from pathlib import Path
 from satgen_geo._validate import check_choice, check_int, check_number
 from satgen_geo.backends import BACKENDS, PRECISIONS
 from satgen_geo.errors import ConfigError
+from satgen_geo.mask import MaskSource
 from satgen_geo.osm.fetch import OverpassConfig
+from satgen_geo.tiles import TileConfig
 
 #: The SatGen-CV mask editor's development servers.
 DEFAULT_CORS_ORIGINS = (
@@ -51,6 +53,14 @@ class ApiSettings:
     max_windows
         The most network windows one request may need (its size and overlap decide the
         count); larger requests get 413 before any work.
+    tiles
+        The tile source served at ``/tiles`` and ``/map`` (an OSM file, store or vector
+        files, or a bbox with Overpass); ``None``: no tiles.
+    tile_config
+        The tile source's zooms, chunk cache and per-tile limits.
+    tile_queue_size
+        Tile requests rendering or waiting for chunks at once (a map view asks for a dozen
+        tiles together; tiles of one chunk share its render); more get 503.
     """
 
     checkpoint: str | Path | None = None
@@ -65,6 +75,9 @@ class ApiSettings:
     overpass: OverpassConfig = field(default_factory=OverpassConfig)
     gsd_m: float = 1.0
     max_windows: int = 4096
+    tiles: MaskSource | None = None
+    tile_config: TileConfig = field(default_factory=TileConfig)
+    tile_queue_size: int = 64
 
     def __post_init__(self) -> None:
         origins = (self.cors_origins,) if isinstance(self.cors_origins, str) else tuple(self.cors_origins)
@@ -76,6 +89,7 @@ class ApiSettings:
         check_int(self.queue_size, "queue_size", "job queue size")
         check_int(self.workers, "workers", "number of workers")
         check_int(self.max_windows, "max_windows", "window limit per job")
+        check_int(self.tile_queue_size, "queue_size", "tile request queue size", minimum=self.workers)
         check_number(self.gsd_m, "gsd_m", "default pixel size (m)", open_min=True)
         if self.queue_size < self.workers:
             raise ConfigError(

@@ -141,11 +141,15 @@ def axis_windows(length: int, tile_px: int, stride: int) -> int:
 
 def plan_chunks(grid: Grid, chunk_px: int, tile_px: int = 256, overlap_px: int = 128) -> ChunkPlan:
     """The chunk plan of ``grid``, with ``chunk_px`` rounded down to a multiple of the window stride."""
+    return ChunkPlan(grid.height, grid.width, snap_chunk_px(chunk_px, tile_px, overlap_px), tile_px, overlap_px)
+
+
+def snap_chunk_px(chunk_px: int, tile_px: int = 256, overlap_px: int = 128) -> int:
+    """``chunk_px`` rounded down to a multiple of the window stride (at least :data:`MIN_CHUNK_PX`)."""
     check_int(chunk_px, "chunk_px", "chunk size (px)", minimum=MIN_CHUNK_PX, maximum=MAX_CHUNK_PX)
     check_int(overlap_px, "overlap_px", "window overlap (px)", minimum=0, maximum=max(tile_px - 1, 0))
     stride = tile_px - overlap_px
-    snapped = max(chunk_px // stride * stride, -(-MIN_CHUNK_PX // stride) * stride)
-    return ChunkPlan(grid.height, grid.width, snapped, tile_px, overlap_px)
+    return max(chunk_px // stride * stride, -(-MIN_CHUNK_PX // stride) * stride)
 
 
 def box_grid(grid: Grid, box: PixelBox) -> Grid:

@@ -19,7 +19,7 @@ worker's model, and the in-process executor calls it in a loop. It
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
@@ -101,8 +101,7 @@ def run_chunk(task: ChunkTask, model: LoadedModel, cancel: CancelFn | None = Non
             return ChunkOutcome(task.previous, rendered=False)
         placed = write_vrt(tmp / f"{chunk.id}-mask.vrt", grid, [(name, None) for name in BAND_NAMES],
                            [Source(halo_mask, chunk.halo)], metadata=tags)
-        config = replace(task.render_config, cog=False)
-        render(placed, output, model, config, cancel=cancel, region=chunk.box.window)
+        render(placed, output, model, task.render_config, cancel=cancel, region=chunk.box.window)
     record = ChunkRecord.of(chunk, grid, DONE, path=f"{CHUNKS_DIR}/{output.name}", checksum=file_sha256(output),
                             input_hash=digest)
     return ChunkOutcome(record, rendered=True)

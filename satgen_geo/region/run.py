@@ -177,8 +177,8 @@ def run_region(
     overlap = model.spec.overlap_px if render_config.overlap_px is None else render_config.overlap_px
     plan = plan_chunks(grid, config.chunk_px, model.spec.tile_px, overlap)
     check_work(plan.chunk_px, plan.chunk_px, model.spec, render_config)
-    render_config = resolve(model, render_config)  # every chunk runs the same backend and precision
-    job = job_identity(grid, plan, model.sha256, _settings(mask_config, render_config, config))
+    render_config = resolve(model, replace(render_config, cog=False))  # every chunk: same backend and precision
+    job = job_identity(grid, plan, model.sha256, job_settings(mask_config, render_config, config.device))
     manifest = _open_manifest(Path(outdir).expanduser(), job)  # everything checked: now the folder is made
     outdir = _check_outdir(outdir)
     tasks, manifest = _tasks(plan, grid, area, aoi.to_crs(WGS84).bounds, source, mask_config, render_config, outdir,
@@ -228,11 +228,11 @@ def _region_aoi(source: MaskSource) -> AOI:
     raise AOIError("a region job needs its area: give a bbox or an AOI file (or an OSM store, whose extent is used)")
 
 
-def _settings(mask_config: MaskConfig, render_config: RenderConfig, config: RegionConfig) -> dict[str, Any]:
+def job_settings(mask_config: MaskConfig, render_config: RenderConfig, device: str) -> dict[str, Any]:
     """Every setting that changes a chunk's pixels (the job's identity beside grid and model)."""
     render = {k: v for k, v in asdict(render_config).items() if k not in ("cog", "max_windows", "max_batch_size")}
     roads = {"classes": sorted(mask_config.roads.classes), "widths_m": dict(sorted(mask_config.roads.widths_m.items()))}
-    return {**render, "roads": roads, "device": config.device}
+    return {**render, "roads": roads, "device": device}
 
 
 def _open_manifest(outdir: Path, job: Mapping[str, Any]) -> Manifest:
