@@ -152,3 +152,13 @@ def test_an_overpass_source_downloads_per_chunk_and_fails_clearly_offline(make_s
     source = make_source(MaskSource(bbox=clip, overpass=offline), cache_dir=tmp_path / "other")
     with pytest.raises(OSMDownloadError):
         source.tile(*_zxy(centre_tile(source, 17)))
+
+
+def test_an_osm_store_gives_the_pixels_of_its_extract(make_source: Make, tmp_path: Path) -> None:
+    from satgen_geo.osm.extract import extract_store
+
+    store = extract_store(SAMPLE_OSM, tmp_path / "kotka.gpkg").path
+    from_store, from_file = make_source(MaskSource(osm=store)), make_source(MaskSource(osm=SAMPLE_OSM))
+    assert from_store.grid == from_file.grid  # the same area on the same lattice
+    tile = _zxy(centre_tile(from_file, 17))
+    assert np.array_equal(from_store.tile(*tile), from_file.tile(*tile))
