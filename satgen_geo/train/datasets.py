@@ -17,15 +17,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 from PIL import Image
+from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from shapely.geometry import box
 
+from satgen_geo._atomic import scratch_dir
 from satgen_geo._validate import check_int, check_number
 from satgen_geo.errors import ConfigError, CRSError, InputFileError
 from satgen_geo.geotiff import open_raster
@@ -33,7 +36,10 @@ from satgen_geo.grid import AOI, Grid, metric_crs
 from satgen_geo.mask import MaskSource, load_features
 from satgen_geo.osm.features import select_features
 from satgen_geo.osm.roads import RoadConfig
-from satgen_geo.rasterize import prepare_shapes, rasterize_window
+from satgen_geo.rasterize import BAND_NAMES, prepare_shapes, rasterize_window
+
+if TYPE_CHECKING:
+    from satgen_geo.train.sam import SamConfig
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +206,22 @@ def prepare_single_class(src: str | Path, out: str | Path, label_class: str, con
     return summary
 
 
+def prepare_two_class(src: str | Path, out: str | Path, config: PatchConfig) -> Summary:
+    """Image/mask folders with both classes, as ``satgen dataset complete`` writes them.
+
+    ``images/NAME.*`` with ``masks/NAME.png``, an RGB mask: red = roads, green = buildings
+    (thresholded at 127).
+    """
+    src, out = Path(src), Path(out)
+    summary = Summary(notes=["masks with both classes (red = roads, green = buildings)"])
+    for image_path in _images(src / "images"):
+        mask_rgb = _load_rgb(_matching(src / "masks", image_path.stem))
+        mask = np.where(mask_rgb[:2] > 127, 255, 0).astype(np.uint8)
+        _write_patches(out, image_path.stem, _load_rgb(image_path), mask, config, summary)
+    write_manifest(out, summary, [str(src)], config, "two-class")
+    return summary
+
+
 def _images(folder: Path) -> list[Path]:
     paths = sorted(p for p in folder.glob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
     if not paths:
@@ -250,21 +272,26 @@ def _write_patches(out: Path, stem: str, image: np.ndarray, mask: np.ndarray, co
 
 
 def prepare_from_ortho(
-    ortho: str | Path, out: str | Path, source: MaskSource, config: PatchConfig, roads: RoadConfig | None = None
+    ortho: str | Path, out: str | Path, source: MaskSource, config: PatchConfig, roads: RoadConfig | None = None,
+    sam: SamConfig | None = None,
 ) -> Summary:
     """Pairs from a georeferenced orthophoto and OSM: the mask is drawn on the image's own grid.
 
     ``source`` gives the features (a local ``osm`` file, or Overpass); its area is the
     orthophoto's extent. The photo must be north-up in a metric CRS with at least 3 bands.
+    With ``sam``, the class ``sam.missing`` comes from SAM 3 instead of OSM
+    (:func:`satgen_geo.train.sam_ortho.complete_ortho`, over the whole photo first).
     """
     out = Path(out)
     summary = Summary(notes=[f"masks drawn from OSM ({source.describe()}) on the orthophoto grid"])
-    with open_raster(ortho) as src:
+    with ExitStack() as stack:
+        src = stack.enter_context(open_raster(ortho))
         if src.count < 3 or src.transform.b or src.transform.d:
             raise InputFileError(f"{ortho} must be a north-up RGB raster (it has {src.count} band(s)); warp it first")
         grid = Grid(metric_crs(src.crs) if src.crs else _no_crs(ortho), src.transform, src.width, src.height)
         raw, _ = load_features(source, AOI(box(*src.bounds), grid.crs))
         shapes = prepare_shapes(select_features(raw, roads).to_crs(grid.crs))
+        added = _sam_mask(ortho, sam, stack, summary) if sam else None
         size = config.patch_px
         for split, row, col in iter_patches(src.height, src.width, config):
             window = Window(col, row, size, size)
@@ -275,10 +302,23 @@ def prepare_from_ortho(
                 summary.skipped_nodata += 1
                 continue
             mask = rasterize_window(shapes, grid, window)
+            if added is not None and sam is not None:
+                channel = BAND_NAMES.index(sam.missing)
+                mask[channel] = added.read(channel + 1, window=window)
             write_pair(out, split, Pair(f"{Path(ortho).stem}_x{col}_y{row}", mask, image))
             summary.written[split] += 1
-    write_manifest(out, summary, [str(ortho)], config, "ortho+osm")
+    write_manifest(out, summary, [str(ortho)], config, "ortho+osm" + ("+sam" if sam else ""))
     return summary
+
+
+def _sam_mask(ortho: str | Path, sam: SamConfig, stack: ExitStack, summary: Summary) -> DatasetReader:
+    """SAM 3's mask of the whole orthophoto, open; ``stack`` closes it and removes its temporary folder."""
+    from satgen_geo.train.sam_ortho import complete_ortho
+
+    path = stack.enter_context(scratch_dir()) / "sam.tif"
+    result = complete_ortho(ortho, path, sam)
+    summary.notes.append(f"{sam.missing} from SAM 3 (prompt {sam.prompt!r}, {result.coverage:.1%} of the pixels), not OSM")
+    return stack.enter_context(open_raster(path))
 
 
 def _no_crs(path: str | Path) -> NoReturn:

@@ -18,32 +18,39 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from satgen_geo._atomic import atomic_path, ensure_dir
-from satgen_geo._validate import check_int, check_number
+from satgen_geo._validate import check_choice, check_int, check_number
 from satgen_geo.errors import CheckpointError, ConfigError, InputFileError
 from satgen_geo.evaluate.metrics import mean_l1
 from satgen_geo.evaluate.run import EVAL_BATCH_SIZE, generate_images
 from satgen_geo.model.checkpoint import save_generator
 from satgen_geo.model.discriminator import PatchDiscriminator
 from satgen_geo.model.generator import MAX_FEATURES, UNetGenerator
-from satgen_geo.model.loaded import LoadedModel, resolve_device
+from satgen_geo.model.loaded import LoadedModel, load_model, resolve_device
 from satgen_geo.model.spec import ModelSpec
 from satgen_geo.progress import CancelFn, ProgressFn, check_cancel, report
 from satgen_geo.train.augment import PairDataset
 from satgen_geo.train.datasets import Pair, read_split
+from satgen_geo.train.perceptual import PERCEPTUAL_NETS, make_perceptual_loss
 from satgen_geo.train.rng import SEED_RANGE, RunStreams, seeded_init
-from satgen_geo.train.vgg import PerceptualLoss, perceptual_loss
 
 log = logging.getLogger(__name__)
 
-LOG_FIELDS = ("epoch", "step", "lr", "loss_d", "loss_g_gan", "loss_g_l1", "loss_g_perc", "val_l1", "seconds")
+LOG_FIELDS = (
+    "epoch", "step", "lr", "loss_d", "loss_g_gan", "loss_g_l1", "loss_g_perc", "loss_g_period2", "val_l1", "seconds",
+)
 _REAL_LABEL = 0.9  # one-sided label smoothing for the discriminator
 #: Upper limits of the settings that control work and memory (see :class:`TrainConfig`).
 MAX_EPOCHS = 100_000
 MAX_BATCH_SIZE = 256
 MAX_BETA = 0.9999
+MAX_OVERSAMPLE = 1000.0
+_LUMA = torch.tensor([0.299, 0.587, 0.114])
+#: The neighbour lines of :func:`period2_ratios`, in bins below the period-2 line (as the checkerboard score).
+_NEIGHBOURS = (2, 8)
+_EPS = 1e-12
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,16 @@ class TrainConfig:
     ``max_steps`` (or ``None``) and ``checkpoint_every`` at least 1; ``lr`` above 0 and at
     most 1; ``lr_min`` from 0 to ``lr``; each of ``betas`` from 0 to :data:`MAX_BETA`; the
     loss weights at least 0; ``input_noise_std`` and ``jitter`` from 0 to 1; ``seed`` from
-    -2**63 to 2**64 - 1 (what ``torch.manual_seed`` accepts, as for rendering).
+    -2**63 to 2**64 - 1 (what ``torch.manual_seed`` accepts, as for rendering);
+    ``building_oversample`` from 1 to :data:`MAX_OVERSAMPLE`.
+
+    Options beyond the SatGen-CV recipe (all off by default): ``perceptual_net`` picks the
+    perceptual loss's network (:data:`~satgen_geo.train.perceptual.PERCEPTUAL_NETS`);
+    ``building_oversample`` K draws pairs whose buildings channel is non-empty K times as
+    often as the others (epochs keep their length; draws with replacement);
+    ``lambda_period2`` weighs :func:`period2_loss`; ``icnr`` initialises the transposed
+    convolutions checkerboard-free (:func:`icnr_init_`); ``init_generator`` starts the
+    generator from a checkpoint's weights (fine-tuning; the discriminator starts fresh).
 
     Raises
     ------
@@ -81,6 +97,11 @@ class TrainConfig:
     lambda_l1: float = 10.0
     lambda_perc: float = 50.0
     vgg_weights: str | None = None
+    perceptual_net: str = "vgg19"
+    lambda_period2: float = 0.0
+    building_oversample: float = 1.0
+    icnr: bool = False
+    init_generator: str | None = None
     input_noise_std: float = 0.02
     jitter: float = 0.1
     max_steps: int | None = None
@@ -100,8 +121,11 @@ class TrainConfig:
         check_int(self.checkpoint_every, "checkpoint_every", "epochs between checkpoints")
         check_int(self.seed, "seed", "random seed", minimum=SEED_RANGE[0], maximum=SEED_RANGE[1])
         _check_optimiser(self)
-        for param in ("lambda_gan", "lambda_l1", "lambda_perc"):
+        for param in ("lambda_gan", "lambda_l1", "lambda_perc", "lambda_period2"):
             check_number(getattr(self, param), param, f"loss weight {param}")
+        check_choice(self.perceptual_net, "perceptual_net", "perceptual network", PERCEPTUAL_NETS)
+        check_number(self.building_oversample, "building_oversample", "building oversampling", minimum=1.0,
+                     maximum=MAX_OVERSAMPLE)
         check_number(self.input_noise_std, "input_noise_std", "input noise", maximum=1.0)
         check_number(self.jitter, "jitter", "colour jitter", maximum=1.0)
 
@@ -118,8 +142,10 @@ def _check_run(config: TrainConfig) -> None:
     for value, param, what in ((config.out_dir, "output", "run folder"), (config.name, "model_name", "model name")):
         if not isinstance(value, (str, Path)) or not str(value):
             raise ConfigError(f"the {what} must be a non-empty text, got {value!r}", param=param)
-    if config.vgg_weights is not None and not isinstance(config.vgg_weights, (str, Path)):
-        raise ConfigError(f"the VGG-19 weights must be a file path, got {config.vgg_weights!r}", param="vgg_weights")
+    for path, param, what in ((config.vgg_weights, "vgg_weights", "VGG-19 weights"),
+                              (config.init_generator, "init_generator", "initial generator")):
+        if path is not None and not isinstance(path, (str, Path)):
+            raise ConfigError(f"the {what} must be a file path, got {path!r}", param=param)
 
 
 def _check_optimiser(config: TrainConfig) -> None:
@@ -150,6 +176,10 @@ class _State:
         with seeded_init(config.seed):
             generator = UNetGenerator(features=config.features)
             discriminator = PatchDiscriminator(features=config.disc_features)
+        if config.icnr:
+            icnr_init_(generator)
+        if config.init_generator:
+            _load_initial(generator, config)
         self.generator, self.discriminator = generator.to(device), discriminator.to(device)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=config.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=config.betas)
@@ -201,8 +231,8 @@ def train(
     out = ensure_dir(config.out_dir)
     streams = RunStreams()
     loader = DataLoader(
-        PairDataset(train_pairs, streams.augment, jitter=config.jitter), batch_size=config.batch_size, shuffle=True,
-        drop_last=len(train_pairs) > config.batch_size, generator=streams.data,
+        PairDataset(train_pairs, streams.augment, jitter=config.jitter), batch_size=config.batch_size,
+        drop_last=len(train_pairs) > config.batch_size, **_sampling(train_pairs, config, streams.data),
     )
     steps_total = config.epochs * len(loader)  # the learning rate anneals over the full schedule
     state = _State(config, device, steps_total, streams)
@@ -236,12 +266,108 @@ def _load_data(folders: tuple[str, ...]) -> tuple[list[Pair], list[Pair]]:
     return train_pairs, val_pairs
 
 
-def _perceptual(config: TrainConfig, device: torch.device) -> PerceptualLoss | None:
+def _sampling(pairs: list[Pair], config: TrainConfig, generator: torch.Generator) -> dict[str, Any]:
+    """DataLoader arguments: a plain shuffle, or a weighted draw favouring pairs with buildings."""
+    weights = [config.building_oversample if has_buildings(p) else 1.0 for p in pairs]
+    if config.building_oversample == 1.0 or len(set(weights)) == 1:
+        return {"shuffle": True, "generator": generator}
+    log.info("oversampling %d pairs with buildings %gx", sum(w > 1 for w in weights), config.building_oversample)
+    return {"sampler": WeightedRandomSampler(weights, len(pairs), replacement=True, generator=generator)}
+
+
+def has_buildings(pair: Pair) -> bool:
+    """Whether a pair labels any building (its mask's second channel is non-empty)."""
+    return bool(pair.mask[1].any())
+
+
+def _perceptual(config: TrainConfig, device: torch.device) -> nn.Module | None:
     if config.lambda_perc <= 0:
         return None
-    with seeded_init(config.seed):  # the VGG-19 modules draw throw-away weights before loading the real ones
-        loss = perceptual_loss(config.vgg_weights)
+    with seeded_init(config.seed):  # the networks draw throw-away weights before loading the real ones
+        loss = make_perceptual_loss(config.perceptual_net, config.vgg_weights)
     return loss.to(device)
+
+
+def icnr_init_(generator: UNetGenerator) -> None:
+    """Make every transposed convolution of ``generator`` start as nearest-neighbour upsampling + a 3x3 convolution.
+
+    A 4x4 stride-2 transposed convolution equals zero-insertion followed by a 4x4 filter;
+    with the filter a random 3x3 kernel convolved with a 2x2 box, that is nearest-neighbour
+    upsampling followed by the 3x3 kernel, whose response is zero at the period-2 frequency:
+    no checkerboard at the start (ICNR, Aitken et al. 2017). The 3x3 kernels are the top-left
+    taps of the default initialisation, rescaled to its standard deviation; the layer
+    shapes (and so the checkpoint format) do not change.
+    """
+    box = torch.ones(1, 1, 2, 2)
+    with torch.no_grad():
+        for module in generator.modules():
+            if isinstance(module, nn.ConvTranspose2d):
+                weight = module.weight  # (in, out, 4, 4)
+                small = weight[:, :, :3, :3].reshape(-1, 1, 3, 3)
+                full = nn.functional.conv2d(nn.functional.pad(small, (1, 1, 1, 1)), box).reshape(weight.shape)
+                weight.copy_(full * (weight.std() / full.std()))
+
+
+def _load_initial(generator: UNetGenerator, config: TrainConfig) -> None:
+    model = load_model(config.init_generator, "cpu")
+    if model.spec.features != config.features:
+        raise CheckpointError(
+            f"cannot start from {config.init_generator}: it has {model.spec.features} generator features, "
+            f"this run {config.features}", param="init_generator",
+        )
+    generator.load_state_dict(model.generator.state_dict())
+    log.info("generator initialised from %s", config.init_generator)
+
+
+def period2_ratios(images: Tensor) -> Tensor:
+    """Log period-2 peak of each image's luminance spectrum, along x and y: ``(N, 2)``.
+
+    The differentiable counterpart of :func:`satgen_geo.evaluate.quality.checkerboard_score`
+    (same Hann window and neighbour lines): the log of the mean power on the period-2 line
+    over the mean power on the lines 2 to 8 bins below it; 0 means no peak.
+    """
+    luma = torch.tensordot(_LUMA.to(images), images, dims=([0], [1]))  # (N, H, W)
+    luma = luma - luma.mean(dim=(1, 2), keepdim=True)
+    height, width = luma.shape[-2:]
+    window = torch.outer(torch.hann_window(height, periodic=False), torch.hann_window(width, periodic=False))
+    luma = luma * window.to(luma)
+    ratios = []
+    for spectrum in (torch.fft.rfft2(luma), torch.fft.rfft2(luma.transpose(1, 2))):
+        power = spectrum.real**2 + spectrum.imag**2
+        nyquist = power.shape[-1] - 1
+        line = power[..., nyquist].mean(dim=-1)
+        neighbours = power[..., nyquist - _NEIGHBOURS[-1] : nyquist - _NEIGHBOURS[0] + 1].mean(dim=(-2, -1))
+        ratios.append(torch.log((line + _EPS) / (neighbours + _EPS)))
+    return torch.stack(ratios, dim=1)
+
+
+def period2_means(images: Tensor) -> Tensor:
+    """The image-wide period-2 patterns of each colour channel: ``(N, 3C)``, in uint8 levels.
+
+    Each 2x2 cell is split into its column, row and diagonal alternations (``±1`` patterns
+    over the cell, divided by 4), and these are averaged over the whole image: texture
+    averages out, a checkerboard that repeats everywhere (a stride-2 upsampling's bias, in
+    colour) remains. Real photos give about 0; v1 about ±1 level.
+    """
+    kernels = torch.tensor([[[1.0, -1.0], [1.0, -1.0]], [[1.0, 1.0], [-1.0, -1.0]], [[1.0, -1.0], [-1.0, 1.0]]]) / 4
+    channels = images.shape[1]
+    weight = kernels.to(images).repeat(channels, 1, 1).unsqueeze(1)  # (3C, 1, 2, 2)
+    cells = nn.functional.conv2d(images, weight, stride=2, groups=channels)
+    return cells.mean(dim=(2, 3)) * 127.5
+
+
+def period2_loss(generated: Tensor, target: Tensor) -> Tensor:
+    """Checkerboard penalty: coherent colour patterns plus period-2 spectral peaks above the real images'.
+
+    The sum of (1) the mean absolute difference of :func:`period2_means` (uint8 levels) and
+    (2) the mean over images and axes of ``max(0, log peak(generated) - log peak(real))`` of
+    :func:`period2_ratios` (a spectral regulariser after Durall et al., CVPR 2020). Texture
+    that is neither costs nothing.
+    """
+    with torch.no_grad():
+        real_ratios, real_means = period2_ratios(target), period2_means(target)
+    peaks = (period2_ratios(generated) - real_ratios).clamp(min=0).mean()
+    return (period2_means(generated) - real_means).abs().mean() + peaks
 
 
 def _read_resume(path: Path, config: TrainConfig, device: torch.device) -> dict[str, Any]:
@@ -257,11 +383,11 @@ def _read_resume(path: Path, config: TrainConfig, device: torch.device) -> dict[
 
 
 def _run_epoch(
-    state: _State, loader: DataLoader, perc: PerceptualLoss | None, config: TrainConfig,
+    state: _State, loader: DataLoader, perc: nn.Module | None, config: TrainConfig,
     device: torch.device, tick: ProgressFn, steps_total: int, cancel: CancelFn | None,
 ) -> tuple[dict[str, float], bool]:
     """One pass over the data (or up to ``max_steps``); returns mean losses and whether it completed."""
-    sums = dict.fromkeys(("loss_d", "loss_g_gan", "loss_g_l1", "loss_g_perc"), 0.0)
+    sums = dict.fromkeys(("loss_d", "loss_g_gan", "loss_g_l1", "loss_g_perc", "loss_g_period2"), 0.0)
     batches = 0
     amp = device.type == "cuda"  # mixed precision on CUDA only
     scalers = torch.amp.GradScaler("cuda", enabled=amp), torch.amp.GradScaler("cuda", enabled=amp)
@@ -283,10 +409,10 @@ def _run_epoch(
 
 
 def _train_step(
-    state: _State, mask: Tensor, noisy: Tensor, image: Tensor, perc: PerceptualLoss | None, config: TrainConfig,
+    state: _State, mask: Tensor, noisy: Tensor, image: Tensor, perc: nn.Module | None, config: TrainConfig,
     scalers: tuple[torch.amp.GradScaler, torch.amp.GradScaler],
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One discriminator and one generator update; returns the four losses."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One discriminator and one generator update; returns the five losses."""
     bce = nn.BCEWithLogitsLoss()
     device = mask.device
     with torch.autocast(device.type, enabled=scalers[0].is_enabled()):
@@ -302,11 +428,13 @@ def _train_step(
         loss_gan = bce(fake_logits, torch.ones_like(fake_logits))
         loss_l1 = nn.functional.l1_loss(fake, image)
         loss_perc = perc(fake, image) if perc is not None else torch.zeros((), device=device)
-        loss_g = config.lambda_gan * loss_gan + config.lambda_l1 * loss_l1 + config.lambda_perc * loss_perc
+        loss_p2 = period2_loss(fake, image) if config.lambda_period2 > 0 else torch.zeros((), device=device)
+        loss_g = (config.lambda_gan * loss_gan + config.lambda_l1 * loss_l1 + config.lambda_perc * loss_perc
+                  + config.lambda_period2 * loss_p2)
     _step(state.opt_g, scalers[1], loss_g)
     state.sched_g.step()
     state.sched_d.step()
-    return loss_d, loss_gan, loss_l1, loss_perc
+    return loss_d, loss_gan, loss_l1, loss_perc, loss_p2
 
 
 def _step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: Tensor) -> None:
@@ -344,6 +472,17 @@ def _save_checkpoint(path: Path, state: _State, config: TrainConfig) -> Path:
     return path
 
 
+def _options(config: TrainConfig) -> dict[str, Any]:
+    """The non-default training options, for the export's provenance."""
+    chosen = {
+        "perceptual_net": config.perceptual_net if config.lambda_perc > 0 else None,
+        "lambda_period2": config.lambda_period2 or None,
+        "building_oversample": config.building_oversample if config.building_oversample != 1.0 else None,
+        "icnr": config.icnr or None, "init_generator": Path(config.init_generator).name if config.init_generator else None,
+    }
+    return {k: v for k, v in chosen.items() if v is not None}
+
+
 def export(generator: UNetGenerator, config: TrainConfig, path: Path, state: _State, val_l1: float | None) -> Path:
     """Write the generator in our safetensors format with its full spec."""
     spec = ModelSpec(
@@ -351,6 +490,7 @@ def export(generator: UNetGenerator, config: TrainConfig, path: Path, state: _St
         provenance={
             "trained_by": "satgen train", "data": list(config.data), "epochs": state.epoch, "steps": state.step,
             "lambda_gan": config.lambda_gan, "lambda_l1": config.lambda_l1, "lambda_perc": config.lambda_perc,
+            **_options(config),
             "val_l1": val_l1, **config.extra,
         },
     )

