@@ -49,9 +49,10 @@ from satgen_geo.evaluate.run import generate_images
 from satgen_geo.model.checkpoint import save_generator
 from satgen_geo.model.generator import UNetGenerator
 from satgen_geo.model.loaded import DEFAULT_CHECKPOINT, load_model
+from satgen_geo.train.checkerboard import icnr_init_
 from satgen_geo.train.datasets import Pair, PatchConfig, prepare_satgen_cv, prepare_single_class, read_split
 from satgen_geo.train.rng import seeded_init
-from satgen_geo.train.trainer import has_buildings, icnr_init_
+from satgen_geo.train.trainer import has_buildings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "train"

@@ -22,11 +22,12 @@ from satgen_geo.errors import EvaluationError
 
 __all__ = ["CheckerboardScore", "RoofColour", "checkerboard_score", "greenness", "house_grid_mask", "luma", "roof_colour"]
 
-#: Rec. 601 luma weights.
-_LUMA = np.array([0.299, 0.587, 0.114])
+#: Luminance weights of RGB (ITU-R BT.601), shared with the training loss (:mod:`satgen_geo.train.checkerboard`).
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+_LUMA = np.array(LUMA_WEIGHTS)
 #: Neighbour lines of the Nyquist line, in frequency bins below it: the first is skipped (the
 #: Hann window spreads a peak over ±1 bin), the rest are the reference.
-_NEIGHBOURS = range(2, 9)
+NEIGHBOUR_BINS = range(2, 9)
 _MIN_SIDE = 32
 
 
@@ -121,7 +122,7 @@ def _line_ratio(power: np.ndarray, side: int) -> float:
     """Power on the Nyquist column of an rfft2 spectrum over its neighbour columns."""
     nyquist = side // 2  # the last rfft column for even sides; the highest frequency below 1/2 for odd ones
     line = power[:, nyquist].mean()
-    reference = np.mean([power[:, nyquist - d].mean() for d in _NEIGHBOURS])
+    reference = np.mean([power[:, nyquist - d].mean() for d in NEIGHBOUR_BINS])
     return float(line / reference) if reference > 0 else float("inf") if line > 0 else 1.0
 
 

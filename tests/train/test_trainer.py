@@ -18,18 +18,10 @@ from satgen_geo.model import load_generator
 from satgen_geo.model.discriminator import PatchDiscriminator
 from satgen_geo.model.generator import UNetGenerator
 from satgen_geo.model.loaded import load_model
+from satgen_geo.train.checkerboard import icnr_init_, period2_loss, period2_means, period2_ratios
 from satgen_geo.train.datasets import read_split
 from satgen_geo.train.perceptual import EffNetPerceptualLoss, make_perceptual_loss
-from satgen_geo.train.trainer import (
-    TrainConfig,
-    _sampling,
-    has_buildings,
-    icnr_init_,
-    period2_loss,
-    period2_means,
-    period2_ratios,
-    train,
-)
+from satgen_geo.train.trainer import TrainConfig, _sampling, has_buildings, train
 from satgen_geo.train.vgg import perceptual_loss, vgg19_features
 from tests.conftest import run_cli
 
