@@ -292,6 +292,7 @@ def prepare_from_ortho(
         raw, _ = load_features(source, AOI(box(*src.bounds), grid.crs))
         shapes = prepare_shapes(select_features(raw, roads).to_crs(grid.crs))
         added = _sam_mask(ortho, sam, stack, summary) if sam else None
+        added_band = BAND_NAMES.index(sam.missing) if sam else 0
         size = config.patch_px
         for split, row, col in iter_patches(src.height, src.width, config):
             window = Window(col, row, size, size)
@@ -302,9 +303,8 @@ def prepare_from_ortho(
                 summary.skipped_nodata += 1
                 continue
             mask = rasterize_window(shapes, grid, window)
-            if added is not None and sam is not None:
-                channel = BAND_NAMES.index(sam.missing)
-                mask[channel] = added.read(channel + 1, window=window)
+            if added is not None:
+                mask[added_band] = added.read(added_band + 1, window=window)
             write_pair(out, split, Pair(f"{Path(ortho).stem}_x{col}_y{row}", mask, image))
             summary.written[split] += 1
     write_manifest(out, summary, [str(ortho)], config, "ortho+osm" + ("+sam" if sam else ""))
